@@ -1,0 +1,48 @@
+"""Which LoRA adapters are active, and at what scale, on a model shared by several tasks.
+
+Every model call states the full adapter setting it needs (an empty mapping means the base model
+alone), so no request ever runs with another request's adapters or scales.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from peft.tuners.lora.layer import LoraLayer
+from torch import nn
+
+AdapterScales = Mapping[str, float]
+
+
+def lora_layers(model: nn.Module) -> list[LoraLayer]:
+    return [module for module in model.modules() if isinstance(module, LoraLayer)]
+
+
+class AdapterSwitch:
+    """Sets active adapters and scales on one model's LoRA layers, skipping no-op switches."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self._model = model
+        self._layers: list[LoraLayer] = []
+        self._current: dict[str, float] | None = None
+
+    def refresh(self) -> None:
+        """Call after adapters were added to the model."""
+        self._layers = lora_layers(self._model)
+        self._current = None
+
+    def apply(self, scales: AdapterScales) -> None:
+        wanted = dict(scales)
+        if wanted == self._current:
+            return
+        names = list(wanted)
+        for layer in self._layers:
+            present = [name for name in names if name in layer.scaling]
+            layer.set_adapter(present, inference_mode=True)
+            for name in present:
+                layer.set_scale(name, wanted[name])
+        self._current = wanted
+
+    @property
+    def current(self) -> dict[str, float]:
+        return dict(self._current or {})

@@ -1,0 +1,104 @@
+"""The resident SD-Turbo components and the one-step x0 prediction they all share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from models.configs import SCHEDULER_CONFIG
+from models.tiny import build_tiny_networks, write_tiny_tokenizer
+
+FINAL_TIMESTEP = 999
+
+
+@dataclass
+class SDTurbo:
+    """Tokenizer, text encoder, UNet and VAE on one device and dtype, plus the noise schedule."""
+
+    tokenizer: CLIPTokenizer
+    text_encoder: CLIPTextModel
+    unet: UNet2DConditionModel
+    vae: AutoencoderKL
+    alphas_cumprod: torch.Tensor  # float32, on the device
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def latent_scale(self) -> float:
+        return float(self.vae.config.scaling_factor)
+
+    @property
+    def max_prompt_tokens(self) -> int:
+        return int(self.tokenizer.model_max_length)
+
+    def timestep(self, t: int) -> torch.Tensor:
+        return torch.tensor([t], device=self.device, dtype=torch.long)
+
+    def predict_x0(self, noisy_latents: torch.Tensor, t: int, prompt_embeds: torch.Tensor,
+                   timestep: torch.Tensor | None = None) -> torch.Tensor:
+        """One UNet call at timestep t, then the epsilon-to-x0 formula (the UFOGen-style one step):
+        x0 = (x_t - sqrt(1 - abar_t) * eps) / sqrt(abar_t)."""
+        eps = self.unet(noisy_latents, timestep if timestep is not None else self.timestep(t),
+                        encoder_hidden_states=prompt_embeds).sample
+        alpha_bar = self.alphas_cumprod[t]
+        x0 = (noisy_latents.float() - (1 - alpha_bar).sqrt() * eps.float()) / alpha_bar.sqrt()
+        return x0.to(self.dtype)
+
+    def add_noise(self, latents: torch.Tensor, noise: torch.Tensor, t: int) -> torch.Tensor:
+        """x_t = sqrt(abar_t) * x0 + sqrt(1 - abar_t) * noise (the forward diffusion to step t)."""
+        alpha_bar = self.alphas_cumprod[t]
+        noisy = alpha_bar.sqrt() * latents.float() + (1 - alpha_bar).sqrt() * noise.float()
+        return noisy.to(self.dtype)
+
+
+def _alphas_cumprod(scheduler: DDPMScheduler, device: torch.device) -> torch.Tensor:
+    return scheduler.alphas_cumprod.to(device=device, dtype=torch.float32)
+
+
+def _finish(tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel, unet: UNet2DConditionModel,
+            vae: AutoencoderKL, scheduler: DDPMScheduler, device: torch.device, dtype: torch.dtype) -> SDTurbo:
+    modules = (text_encoder, unet, vae)
+    for module in modules:
+        module.eval().requires_grad_(False).to(device)
+        if next(module.parameters()).dtype != dtype:
+            module.to(dtype=dtype)
+    return SDTurbo(tokenizer, text_encoder, unet, vae, _alphas_cumprod(scheduler, device), device, dtype)
+
+
+def _weights_variant(directory: Path, subfolder: str, filename: str, dtype: torch.dtype) -> str | None:
+    """Prefer the fp16 files for half precision and the full ones otherwise, using what exists."""
+    has_full = (directory / subfolder / filename).is_file()
+    stem, suffix = filename.rsplit(".", 1)
+    has_fp16 = (directory / subfolder / f"{stem}.fp16.{suffix}").is_file()
+    if has_fp16 and (dtype == torch.float16 or not has_full):
+        return "fp16"
+    return None
+
+
+def load_sd_turbo(directory: Path, device: torch.device, dtype: torch.dtype) -> SDTurbo:
+    """Load every component from a folder laid out like the stabilityai/sd-turbo repository."""
+    tokenizer = CLIPTokenizer.from_pretrained(directory / "tokenizer")
+    text_encoder = CLIPTextModel.from_pretrained(
+        directory / "text_encoder", dtype=dtype,
+        variant=_weights_variant(directory, "text_encoder", "model.safetensors", dtype), use_safetensors=True)
+    unet = UNet2DConditionModel.from_pretrained(
+        directory, subfolder="unet", torch_dtype=dtype, use_safetensors=True,
+        variant=_weights_variant(directory, "unet", "diffusion_pytorch_model.safetensors", dtype))
+    vae = AutoencoderKL.from_pretrained(
+        directory, subfolder="vae", torch_dtype=dtype, use_safetensors=True,
+        variant=_weights_variant(directory, "vae", "diffusion_pytorch_model.safetensors", dtype))
+    scheduler = DDPMScheduler.from_pretrained(directory, subfolder="scheduler")
+    return _finish(tokenizer, text_encoder, unet, vae, scheduler, device, dtype)
+
+
+def build_tiny_sd_turbo(device: torch.device, dtype: torch.dtype, tokenizer_dir: Path) -> SDTurbo:
+    """The tiny random-weight stand-in; its tokenizer files are written to tokenizer_dir."""
+    write_tiny_tokenizer(tokenizer_dir)
+    tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
+    text_encoder, unet, vae = build_tiny_networks()
+    scheduler = DDPMScheduler.from_config(SCHEDULER_CONFIG)
+    return _finish(tokenizer, text_encoder, unet, vae, scheduler, device, dtype)

@@ -1,0 +1,136 @@
+"""Where the weights come from: the Hub (cached), a local folder, or the tiny built-in stand-in.
+
+`auto` takes what is complete in the local cache, else the Hub if it answers, else the tiny
+fallback, and always says which source is live and why.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from models.specs import SD_TURBO, SOURCE_NAMES, BaseModelSpec, SourceName
+
+ActiveSource = Literal["hub", "local", "tiny"]
+HUB_PROBE_TIMEOUT_S = 3.0
+DOWNLOAD_COMMAND = "python app.py --source hub"
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """The source that is live, why it was chosen, and the folder its base weights sit in."""
+
+    active: ActiveSource
+    requested: SourceName
+    reason: str
+    base_dir: Path | None = None  # folder in the Hub layout; None for tiny
+    model_dir: Path | None = None  # the user's --model-dir, also searched for checkpoints
+
+    @property
+    def meaningful(self) -> bool:
+        """Tiny random weights make images that mean nothing."""
+        return self.active != "tiny"
+
+    def describe(self) -> str:
+        """One line for the console and the UI banner."""
+        where = f" ({self.base_dir})" if self.base_dir else ""
+        text = f"Weights: {self.active}{where}. {self.reason}"
+        if not self.meaningful:
+            text += f" Images are not meaningful. To get the real models run: {DOWNLOAD_COMMAND}"
+        return text
+
+
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE as huggingface_hub reads it (any of 1, true, yes, on)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def missing_files(directory: Path, spec: BaseModelSpec = SD_TURBO) -> list[str]:
+    """Files a folder lacks to be a complete SD-Turbo copy in either the fp16 or the full variant."""
+    best: list[str] | None = None
+    for variant in ("fp16", None):
+        missing = [name for name in spec.required_files(variant) if not (directory / name).is_file()]
+        if best is None or len(missing) < len(best):
+            best = missing
+    return best or []
+
+
+def complete_cached_snapshot(spec: BaseModelSpec = SD_TURBO) -> Path | None:
+    """The cached snapshot folder of the repo if it holds every required file, without network."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        folder = Path(snapshot_download(spec.repo_id, revision=spec.revision, local_files_only=True))
+    except (LocalEntryNotFoundError, FileNotFoundError, OSError):
+        return None
+    return folder if not missing_files(folder, spec) else None
+
+
+def hub_unreachable_reason(spec: BaseModelSpec = SD_TURBO) -> str | None:
+    """None when the Hub answers for the repo within a few seconds, else why not."""
+    from huggingface_hub import HfApi
+
+    if hub_offline():
+        return "HF_HUB_OFFLINE is set"
+    try:
+        HfApi().model_info(spec.repo_id, revision=spec.revision, timeout=HUB_PROBE_TIMEOUT_S)
+    except Exception as error:  # any failure to reach the Hub means "use the fallback"
+        return f"the Hugging Face Hub could not be reached ({type(error).__name__})"
+    return None
+
+
+def download_base(variant: str | None, spec: BaseModelSpec = SD_TURBO) -> Path:
+    """Download (or reuse from the cache) the files of the repo, with huggingface_hub's progress bars."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = snapshot_download(spec.repo_id, revision=spec.revision, allow_patterns=spec.allow_patterns(variant))
+    except Exception as error:
+        raise RuntimeError(
+            f"Could not download {spec.repo_id} from the Hugging Face Hub: {error}. "
+            "Check the network, or use --source local --model-dir DIR, or --source tiny."
+        ) from error
+    return Path(folder)
+
+
+def check_local_dir(model_dir: Path | str | None) -> Path:
+    if model_dir is None:
+        raise ValueError("source='local' needs model_dir: a folder laid out like the stabilityai/sd-turbo repo")
+    directory = Path(model_dir).expanduser()
+    if not directory.is_dir():
+        raise ValueError(f"model_dir={str(directory)!r} is not a folder")
+    missing = missing_files(directory)
+    if missing:
+        raise ValueError(f"model_dir={str(directory)!r} is not a complete SD-Turbo copy; missing: {', '.join(missing)}")
+    return directory
+
+
+def resolve_source(requested: SourceName, model_dir: Path | str | None = None,
+                   variant: str | None = None) -> SourceInfo:
+    """Decide where the base weights come from, downloading them when the Hub is chosen."""
+    if requested not in SOURCE_NAMES:
+        raise ValueError(f"source={requested!r} is not one of {', '.join(SOURCE_NAMES)}")
+    user_dir = Path(model_dir).expanduser() if model_dir is not None else None
+    if requested == "tiny":
+        return SourceInfo("tiny", requested, "Tiny random weights were asked for.", model_dir=user_dir)
+    if requested == "local":
+        return SourceInfo("local", requested, "Loaded from the given folder.", check_local_dir(model_dir), user_dir)
+    if requested == "hub":
+        return SourceInfo("hub", requested, "Downloaded from or cached for the Hub.", download_base(variant), user_dir)
+    return _resolve_auto(user_dir, variant)
+
+
+def _resolve_auto(model_dir: Path | None, variant: str | None) -> SourceInfo:
+    if model_dir is not None and model_dir.is_dir() and not missing_files(model_dir):
+        return SourceInfo("local", "auto", "Found a complete copy in the given folder.", model_dir, model_dir)
+    cached = complete_cached_snapshot()
+    if cached is not None:
+        return SourceInfo("hub", "auto", "Found a complete copy in the Hugging Face cache.", cached, model_dir)
+    unreachable = hub_unreachable_reason()
+    if unreachable is not None:
+        reason = f"No complete copy in the cache and {unreachable}, so the built-in tiny fallback is live."
+        return SourceInfo("tiny", "auto", reason, model_dir=model_dir)
+    return SourceInfo("hub", "auto", "Downloaded from the Hub.", download_base(variant), model_dir)
