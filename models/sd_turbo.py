@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from collections.abc import Mapping
+
 import torch
+from torch.func import functional_call
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -26,6 +29,7 @@ class SDTurbo:
     alphas_cumprod: torch.Tensor  # float32, on the device
     device: torch.device
     dtype: torch.dtype
+    _timesteps: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
 
     @property
     def latent_scale(self) -> float:
@@ -36,14 +40,24 @@ class SDTurbo:
         return int(self.tokenizer.model_max_length)
 
     def timestep(self, t: int) -> torch.Tensor:
-        return torch.tensor([t], device=self.device, dtype=torch.long)
+        """The timestep as a tensor; made once per value and kept (fixed work is done once)."""
+        cached = self._timesteps.get(t)
+        if cached is None:
+            cached = self._timesteps[t] = torch.tensor([t], device=self.device, dtype=torch.long)
+        return cached
 
     def predict_x0(self, noisy_latents: torch.Tensor, t: int, prompt_embeds: torch.Tensor,
-                   timestep: torch.Tensor | None = None) -> torch.Tensor:
+                   unet_parameters: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
         """One UNet call at timestep t, then the epsilon-to-x0 formula (the UFOGen-style one step):
-        x0 = (x_t - sqrt(1 - abar_t) * eps) / sqrt(abar_t)."""
-        eps = self.unet(noisy_latents, timestep if timestep is not None else self.timestep(t),
-                        encoder_hidden_states=prompt_embeds).sample
+        x0 = (x_t - sqrt(1 - abar_t) * eps) / sqrt(abar_t).
+
+        unet_parameters replace UNet parameters for this call only (torch.func.functional_call)."""
+        args = (noisy_latents, self.timestep(t))
+        kwargs = {"encoder_hidden_states": prompt_embeds}
+        if unet_parameters:
+            eps = functional_call(self.unet, dict(unet_parameters), args, kwargs, strict=False).sample
+        else:
+            eps = self.unet(*args, **kwargs).sample
         alpha_bar = self.alphas_cumprod[t]
         x0 = (noisy_latents.float() - (1 - alpha_bar).sqrt() * eps.float()) / alpha_bar.sqrt()
         return x0.to(self.dtype)

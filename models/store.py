@@ -14,6 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -22,6 +23,9 @@ from models.devices import resolve_device, resolve_dtype
 from models.sd_turbo import SDTurbo, build_tiny_sd_turbo, load_sd_turbo
 from models.sources import SourceInfo, resolve_source
 from models.specs import SourceName
+
+if TYPE_CHECKING:
+    from models.img2img_turbo import TaskModel
 
 ProgressCallback = Callable[[float, str], None]
 PROMPT_CACHE_SIZE = 64
@@ -49,6 +53,8 @@ class ModelStore:
         self._prompt_cache_size = prompt_cache_size
         self._unet_adapters = AdapterSwitch(base.unet)
         self._vae_adapters = AdapterSwitch(base.vae)
+        self.tasks: dict[str, TaskModel] = {}
+        self.unavailable_tasks: dict[str, str] = {}
 
     @classmethod
     def load(cls, source: SourceName = "auto", *, model_dir: Path | str | None = None,
