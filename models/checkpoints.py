@@ -112,7 +112,7 @@ def _split_vae_state(state: Mapping[str, torch.Tensor], adapter: str) -> tuple[
         skip = re.match(r"decoder\.(skip_conv_\d)\.(.*)$", key)
         if skip:
             name, rest = skip.groups()
-            if _is_lora_key(rest):
+            if _is_lora_key("." + rest):
                 skip_lora[f"{name}.{_strip_adapter(rest, adapter)}"] = tensor
             else:
                 skip_weights[f"{name}.{rest.removeprefix('base_layer.')}"] = tensor

@@ -9,6 +9,7 @@ so the shared modules are never modified; adapters and their scales are stated o
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,7 +66,9 @@ def _lora_config(group: LoraGroup) -> LoraConfig:
 
 def _inject(model: nn.Module, group: LoraGroup, adapter: str, origin: str) -> None:
     """Add one peft LoRA adapter and load its weights; keys that do not fit are reported by name."""
-    inject_adapter_in_model(_lora_config(group), model, adapter_name=adapter)
+    with warnings.catch_warnings():  # several adapters on one model is the design here
+        warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+        inject_adapter_in_model(_lora_config(group), model, adapter_name=adapter)
     result = set_peft_model_state_dict(model, group.state, adapter_name=adapter)
     unexpected = sorted(result.unexpected_keys)
     missing = sorted(key for key in result.missing_keys if f".{adapter}." in key and ".lora_" in key)
@@ -253,7 +256,7 @@ def random_task_weights(base: SDTurbo, task: TaskName, seed: int = 0) -> TaskWei
         return TaskWeights(task, groups, vae_lora, skip_weights, skip_lora)
     conv = base_conv_in(base.unet)
     conv_in = {"weight": conv.weight.detach().float().cpu() + torch.randn(conv.weight.shape, generator=generator) * 0.05,
-               "bias": conv.bias.detach().float().cpu()}
+               "bias": conv.bias.detach().float().cpu() + torch.randn(conv.bias.shape, generator=generator) * 0.05}
     main = _random_lora(base.unet, PIX2PIX_UNET_TARGETS, PIX2PIX_RANKS[0], 8, generator, 0.05)
     pretrained = {"weight": conv.weight.detach().float().cpu(), "bias": conv.bias.detach().float().cpu()} if task == "sketch_to_image" else {}
     return TaskWeights(task, {"main": main}, vae_lora, skip_weights, skip_lora, conv_in, pretrained)
@@ -300,7 +303,7 @@ def load_tasks(store: ModelStore, tasks: list[TaskName], *, allow_download: bool
         report(index / max(len(tasks), 1), f"Loading {task}")
         try:
             if store.source.active == "tiny":
-                weights = random_task_weights(base, task, seed=index)
+                weights = random_task_weights(base, task, seed=list(CHECKPOINTS).index(task))
             else:
                 weights = load_task_weights(locate_task_weights(base, spec, store.source.model_dir, allow_download))
         except (TaskUnavailableError, CheckpointError, OSError, RuntimeError) as error:

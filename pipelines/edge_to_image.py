@@ -1,6 +1,6 @@
 """Photo -> Canny edges -> image with pix2pix-Turbo's edge model.
 
-Edges come from OpenCV's Canny on the photo resized to the model's size (longer side 512, multiples
+Edges come from OpenCV's Canny on the photo at the model's size (longer side at most 512, multiples
 of 8; see pipelines.images); the model sees them as a {0, 1} map (edge = 1). The edge model is
 deterministic: `seed` is checked and kept for a uniform API but changes nothing. Returns the edge
 map as the user should see it (dark lines on white) and the image, both at the photo's size.

@@ -5,8 +5,9 @@ Rules, documented once here:
 - Inputs may be PIL images of any mode (RGBA/LA/P are composited on white; 16-bit and CMYK are
   converted) or numpy arrays (HxW, HxWx1/3/4; uint8, uint16, bool or float in [0, 1]).
 - Inputs larger than MAX_INPUT_SIDE pixels on a side are refused with a ValueError.
-- The model works at the input's aspect ratio with the longer side at MODEL_SIDE pixels and both
-  sides rounded to a multiple of 8; the result is resized back to the input's size.
+- The model works at the input's aspect ratio, scaled down (never up) so that the longer side is
+  at most MODEL_SIDE pixels, both sides rounded to a multiple of 8 (at least 64); the result is
+  resized back to the input's size.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ def round_up_to_multiple(value: int, multiple: int = LATENT_FACTOR) -> int:
 
 
 def model_size(width: int, height: int, long_side: int = MODEL_SIDE) -> tuple[int, int]:
-    """The size the model runs at: aspect kept, longer side long_side, multiples of 8."""
-    scale = long_side / max(width, height)
+    """The size the model runs at: aspect kept, longer side at most long_side, multiples of 8."""
+    scale = min(1.0, long_side / max(width, height))
     return (max(MIN_MODEL_SIDE, round_to_multiple(width * scale)),
             max(MIN_MODEL_SIDE, round_to_multiple(height * scale)))
 

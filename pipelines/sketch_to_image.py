@@ -4,8 +4,8 @@ The sketch is binarised (line = 1) whatever its polarity: the background is the 
 grey level and a pixel is a line where it differs from it by more than LINE_CONTRAST. gamma in
 [0, 1] scales the LoRA, the conv_in blend and the skip activations and mixes the encoded sketch
 with seeded noise: gamma = 1 follows the sketch exactly (the seed has no effect), lower gamma
-gives more varied images. The model runs at the sketch's aspect ratio with the longer side at
-512 px (see pipelines.images) and the result has the sketch's size.
+gives more varied images. The model runs at the sketch's size, scaled down to at most 512 px on
+the longer side (see pipelines.images), and the result has the sketch's size.
 """
 
 from __future__ import annotations
