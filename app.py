@@ -1,0 +1,174 @@
+"""Run the one-step image studio: parse the flags, load the models (with progress on the console),
+build the UI and serve it.
+
+    python app.py                       # http://127.0.0.1:7860, weights from --source auto
+    python app.py --source hub          # download the real weights once, then run
+    python app.py --host 0.0.0.0 --auth ana:secret --share
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no version check, no telemetry
+
+import argparse
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+
+from pipelines import Studio
+from ui import build_app
+
+APP_DIR = Path(__file__).resolve().parent
+SERVED_DIRS = (APP_DIR / "assets" / "examples",)  # the only folders of ours the server may read
+MAX_UPLOAD = "10mb"
+DEFAULT_QUEUE_SIZE = 20
+LAN_PROBE = ("10.255.255.255", 1)  # any routable address; a UDP connect sends nothing
+
+
+@dataclass(frozen=True)
+class Served:
+    local_url: str
+    lan_url: str | None
+    share_url: str | None
+
+
+def credentials(text: str) -> tuple[str, str]:
+    """USER:PASS as a pair; the password may itself contain colons."""
+    user, colon, password = text.strip().partition(":")
+    if not colon or not user or not password:
+        raise argparse.ArgumentTypeError(f"{text!r} is not USER:PASS")
+    return user, password
+
+
+def read_auth_file(path: Path) -> list[tuple[str, str]]:
+    """USER:PASS per line; blank lines and lines starting with # are skipped."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [credentials(line) for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive whole number")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    parse = argparse.ArgumentParser(description="One-step image generation and translation in the browser "
+                                                "(SD-Turbo, pix2pix-Turbo, CycleGAN-Turbo).")
+    models = parse.add_argument_group("models")
+    models.add_argument("--source", choices=["auto", "hub", "local", "tiny"], default="auto",
+                        help="where the weights come from: auto (cache, else the Hub, else tiny), hub (download "
+                             "once, then cached), local (--model-dir), tiny (random weights for development); "
+                             "default: auto")
+    models.add_argument("--model-dir", type=Path, help="folder laid out like the stabilityai/sd-turbo repo, plus "
+                                                       "the img2img-turbo checkpoints (for --source local or auto)")
+    models.add_argument("--device", help="cpu, cuda, cuda:1, ...; default: CUDA when available, else CPU")
+    models.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default="auto",
+                        help="default: float16 on CUDA, float32 on the CPU")
+    serving = parse.add_argument_group("serving")
+    serving.add_argument("--host", default="127.0.0.1",
+                         help="address to listen on; 0.0.0.0 shares the app on your LAN (default: 127.0.0.1)")
+    serving.add_argument("--port", type=int, default=7860, help="default: 7860")
+    serving.add_argument("--share", action="store_true",
+                         help="also ask Gradio for a public share link (needs the internet; without it the app "
+                              "says so and keeps running locally)")
+    serving.add_argument("--auth", type=credentials, action="append", metavar="USER:PASS",
+                         help="require this login for the pages and the API; repeat for more users")
+    serving.add_argument("--auth-file", type=Path, metavar="FILE", help="logins from a file, one USER:PASS a line")
+    serving.add_argument("--queue-size", type=positive, default=DEFAULT_QUEUE_SIZE,
+                         help=f"most requests waiting for the GPU; more are refused as busy (default: "
+                              f"{DEFAULT_QUEUE_SIZE})")
+    return parse
+
+
+def logins(args: argparse.Namespace) -> list[tuple[str, str]] | None:
+    pairs = list(args.auth or [])
+    if args.auth_file is not None:
+        pairs += read_auth_file(args.auth_file)
+    return pairs or None
+
+
+def print_progress(fraction: float, message: str) -> None:
+    print(f"[{fraction:4.0%}] {message}", flush=True)
+
+
+def load_studio(args: argparse.Namespace) -> Studio:
+    """Load every model before serving, so the first click does not wait for weights."""
+    started = time.perf_counter()
+    studio = Studio.load(source=args.source, model_dir=args.model_dir, device=args.device,
+                         dtype=None if args.dtype == "auto" else args.dtype, progress=print_progress)
+    print("Warming up each task once ...", flush=True)
+    studio.warm_up()
+    print(f"Models ready in {time.perf_counter() - started:.0f} s. {studio.source.describe()}", flush=True)
+    for task, reason in studio.unavailable_tasks.items():
+        print(f"  {task} is unavailable: {reason}", flush=True)
+    return studio
+
+
+def lan_address() -> str | None:
+    """This machine's address on the local network, or None when it has none."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(LAN_PROBE)
+        except OSError:
+            return None
+        address = probe.getsockname()[0]
+    return None if address.startswith("127.") or address == "0.0.0.0" else address
+
+
+def serve(demo: gr.Blocks, *, host: str, port: int, share: bool = False,
+          auth: list[tuple[str, str]] | None = None) -> Served:
+    """Start the server in the background with the app's limits: uploads up to MAX_UPLOAD, no file
+    served from outside SERVED_DIRS and Gradio's own cache, a login on pages and API when given."""
+    demo.launch(server_name=host, server_port=port, share=share, auth=auth, max_file_size=MAX_UPLOAD,
+                allowed_paths=[str(path) for path in SERVED_DIRS], prevent_thread_lock=True, quiet=True)
+    local_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    lan = lan_address()
+    return Served(local_url=f"http://{local_host}:{demo.server_port}",
+                  lan_url=f"http://{lan}:{demo.server_port}" if lan else None,
+                  share_url=demo.share_url)
+
+
+def report(served: Served, *, host: str, share: bool) -> None:
+    print(f"Local:  {served.local_url}", flush=True)
+    if served.lan_url is None:
+        print("LAN:    this machine has no network address", flush=True)
+    elif host in ("0.0.0.0", "::"):
+        print(f"LAN:    {served.lan_url}", flush=True)
+    else:
+        print(f"LAN:    {served.lan_url} (only after restarting with --host 0.0.0.0)", flush=True)
+    if share and served.share_url:
+        print(f"Share:  {served.share_url}", flush=True)
+    elif share:
+        print("Share:  no share link could be made (is this machine offline?). The app keeps running at the "
+              "addresses above.", flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parse = parser()
+    args = parse.parse_args(argv)
+    try:
+        auth = logins(args)
+        studio = load_studio(args)
+    except (ValueError, OSError, argparse.ArgumentTypeError) as error:
+        parse.exit(2, f"{parse.prog}: error: {error}\n")
+    except RuntimeError as error:
+        parse.exit(1, f"{parse.prog}: could not load the models: {error}\n")
+    demo = build_app(studio, queue_size=args.queue_size)
+    served = serve(demo, host=args.host, port=args.port, share=args.share, auth=auth)
+    report(served, host=args.host, share=args.share)
+    if auth:
+        print(f"Login required ({len(auth)} user{'s' if len(auth) > 1 else ''}).", flush=True)
+    demo.block_thread()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,200 @@
+"""SketchCanvas: a light drawing canvas built on gr.HTML, made for live sketch-to-image.
+
+Why not gr.Sketchpad: after each stroke it exports its layers as images, uploads them as files and
+only then starts the event, which costs about a second on a 2-core machine (measured in
+ui/LATENCY.md). This canvas draws on one plain <canvas>, and on mouse-up sets its value to the
+drawing as a PNG data URL; the value travels inside the event itself, with no upload.
+
+The value is "" while the canvas is blank. Python sees a PIL image (or None when blank) and may set
+the value to a PIL image, which the canvas then shows scaled to fit, ready to draw on.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+from typing import Any
+
+import gradio as gr
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+CANVAS_SIDE = 512  # drawing resolution in pixels; the model works at 512 as well
+PNG_DATA_URL = "data:image/png;base64,"
+MAX_DATA_URL_CHARS = 8 * 1024 * 1024  # a 512x512 drawing is tens of kB; refuse anything absurd
+MAX_DATA_SIDE = 4096  # the pipelines' largest input side
+MAX_UNDO = 30
+
+TEMPLATE = """
+<div class="sketch-canvas">
+  <div class="tools" role="toolbar" aria-label="Drawing tools">
+    <button type="button" data-tool="brush" aria-label="Brush" aria-pressed="true">Brush</button>
+    <button type="button" data-tool="eraser" aria-label="Eraser" aria-pressed="false">Eraser</button>
+    <button type="button" data-action="undo" aria-label="Undo">Undo</button>
+    <button type="button" data-action="clear" aria-label="Clear">Clear</button>
+  </div>
+  <canvas width="${side}" height="${side}" aria-label="Sketch canvas: draw with the mouse or a pen"></canvas>
+</div>
+"""
+
+CSS = """
+.sketch-canvas { display: flex; flex-direction: column; gap: 6px; }
+.tools { display: flex; gap: 6px; flex-wrap: wrap; }
+.tools button { padding: 4px 12px; border: 1px solid var(--border-color-primary); border-radius: 6px;
+  background: var(--background-fill-secondary); color: var(--body-text-color); cursor: pointer; }
+.tools button[aria-pressed="true"] { background: var(--color-accent); color: white; }
+canvas { width: 100%; max-width: ${side}px; aspect-ratio: 1; background: #fff; cursor: crosshair;
+  border: 1px solid var(--border-color-primary); border-radius: 6px; touch-action: none; }
+"""
+
+# Runs once per page load with `element`, `props` and `watch` from gr.HTML. Setting props.value
+# makes Gradio fire the component's change event.
+JS = """
+const canvas = element.querySelector('canvas');
+const ctx = canvas.getContext('2d', { willReadFrequently: true });
+const side = canvas.width;
+const brushWidth = side / 128, eraserWidth = side / 16;
+const history = [];
+let tool = 'brush', last = null, published = '';
+
+const whiten = () => { ctx.fillStyle = '#fff'; ctx.fillRect(0, 0, side, side); };
+const remember = () => {
+  history.push(ctx.getImageData(0, 0, side, side));
+  if (history.length > props.undo_depth) history.shift();
+};
+const isBlank = () => {
+  const pixels = ctx.getImageData(0, 0, side, side).data;
+  for (let i = 0; i < pixels.length; i += 4) {
+    if (pixels[i] < 250 || pixels[i + 1] < 250 || pixels[i + 2] < 250) return false;
+  }
+  return true;
+};
+const publish = () => {
+  published = isBlank() ? '' : canvas.toDataURL('image/png');
+  props.value = published;
+};
+const at = (event) => {
+  const box = canvas.getBoundingClientRect();
+  return [(event.clientX - box.left) * side / box.width, (event.clientY - box.top) * side / box.height];
+};
+const segment = (from, to) => {
+  ctx.strokeStyle = tool === 'brush' ? '#000' : '#fff';
+  ctx.lineWidth = tool === 'brush' ? brushWidth : eraserWidth;
+  ctx.lineCap = 'round';
+  ctx.lineJoin = 'round';
+  ctx.beginPath();
+  ctx.moveTo(from[0], from[1]);
+  ctx.lineTo(to[0], to[1]);
+  ctx.stroke();
+};
+const show = (url) => {
+  whiten();
+  published = url || '';
+  if (!url) return;
+  const image = new Image();
+  image.onload = () => {
+    const scale = Math.min(side / image.width, side / image.height);
+    const width = image.width * scale, height = image.height * scale;
+    ctx.drawImage(image, (side - width) / 2, (side - height) / 2, width, height);
+  };
+  image.src = url;
+};
+
+canvas.addEventListener('pointerdown', (event) => {
+  if (event.button !== 0) return;
+  canvas.setPointerCapture(event.pointerId);
+  remember();
+  last = at(event);
+  segment(last, last);
+});
+canvas.addEventListener('pointermove', (event) => {
+  if (last === null) return;
+  const point = at(event);
+  segment(last, point);
+  last = point;
+});
+const finish = () => {
+  if (last === null) return;
+  last = null;
+  publish();
+};
+canvas.addEventListener('pointerup', finish);
+canvas.addEventListener('pointercancel', finish);
+
+const buttons = element.querySelectorAll('.tools button');
+const choose = (name) => {
+  tool = name;
+  buttons.forEach((button) => {
+    if (button.dataset.tool) button.setAttribute('aria-pressed', String(button.dataset.tool === name));
+  });
+};
+const actions = {
+  undo: () => { if (history.length) { ctx.putImageData(history.pop(), 0, 0); publish(); } },
+  clear: () => { remember(); whiten(); publish(); },
+};
+buttons.forEach((button) => button.addEventListener('click', () => {
+  if (button.dataset.tool) choose(button.dataset.tool);
+  else actions[button.dataset.action]();
+}));
+
+watch('value', () => { if (props.value !== published) show(props.value); });
+show(props.value);
+"""
+
+
+def decode_drawing(payload: str) -> Image.Image:
+    """The RGB image in a PNG data URL; anything else is refused with a ValueError."""
+    if len(payload) > MAX_DATA_URL_CHARS:
+        raise ValueError(f"sketch data is {len(payload)} characters; at most {MAX_DATA_URL_CHARS} are accepted")
+    if not payload.startswith(PNG_DATA_URL):
+        raise ValueError("sketch must be a PNG data URL (data:image/png;base64,...)")
+    try:
+        data = base64.b64decode(payload[len(PNG_DATA_URL):], validate=True)
+        with Image.open(io.BytesIO(data), formats=["PNG"]) as image:
+            if max(image.size) > MAX_DATA_SIDE:
+                raise ValueError(f"sketch is {image.width}x{image.height}; the largest side allowed is {MAX_DATA_SIDE}")
+            return image.convert("RGB")
+    except (binascii.Error, UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"sketch is not a readable PNG image ({error})") from error
+
+
+def encode_drawing(image: Image.Image, side: int = CANVAS_SIDE) -> str:
+    """An image as a PNG data URL, flattened on white and scaled down to fit the canvas."""
+    rgba = image.convert("RGBA")
+    flat = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB")
+    fitted = ImageOps.contain(flat, (side, side)) if max(flat.size) > side else flat
+    buffer = io.BytesIO()
+    fitted.save(buffer, format="PNG")
+    return PNG_DATA_URL + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+from gradio.events import Dependency
+
+class SketchCanvas(gr.HTML):
+    """Black brush on white, eraser, undo and clear; a PIL image (None when blank) in Python."""
+
+    def __init__(self, *, label: str = "Sketch", side: int = CANVAS_SIDE, **kwargs: Any) -> None:
+        super().__init__(value=None, label=label, show_label=True, html_template=TEMPLATE, css_template=CSS,
+                         js_on_load=JS, side=side, undo_depth=MAX_UNDO, **kwargs)
+
+    def preprocess(self, payload: str | None) -> Image.Image | None:  # type: ignore[override]
+        try:
+            return decode_drawing(payload) if payload else None
+        except ValueError as error:
+            raise gr.Error(str(error), print_exception=False) from error
+
+    def postprocess(self, value: Image.Image | None) -> str:  # type: ignore[override]
+        return "" if value is None else encode_drawing(value)
+
+    def api_info(self) -> dict[str, Any]:
+        return {"type": "string", "description": "the drawing as a PNG data URL, or an empty string when blank"}
+
+    def example_payload(self) -> str:
+        return ""
+
+    def example_value(self) -> str:
+        return ""
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component

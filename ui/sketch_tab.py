@@ -1,0 +1,116 @@
+"""Sketch to image (pix2pix-Turbo): the output follows every stroke and every control; and a photo
+-> Canny edges -> image mode that shows the edge map. Both modes share the style presets."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import gradio as gr
+from PIL import Image
+
+from ui.canvas import SketchCanvas
+from ui.styles import NO_STYLE, STYLES, apply_style
+from ui.widgets import action, api_endpoint, example, live, photo_input, result_image, run_task, seed_controls
+
+if TYPE_CHECKING:
+    from pipelines import Studio
+
+DEFAULT_GAMMA = 0.4
+SKETCH_EXAMPLES = [
+    [example("sketch_house.png"), "a cottage in a meadow", "Photographic"],
+    [example("sketch_cat.png"), "a ginger cat", "Anime"],
+    [example("sketch_mountains.png"), "mountains above a lake", "Fantasy art"],
+]
+EDGE_EXAMPLES = [
+    [example("photo_day_street.png"), "a city street, golden hour", "Cinematic"],
+    [example("photo_mountain_lake.png"), "alpine lake under a blue sky", "Photographic"],
+]
+
+
+def style_choice(elem_id: str) -> gr.Dropdown:
+    return gr.Dropdown(list(STYLES), value=NO_STYLE, label="Style", elem_id=elem_id)
+
+
+def build(studio: Studio) -> None:
+    with gr.Tab("Sketch to image", id="sketch"), gr.Tabs():
+        build_sketch_mode(studio)
+        build_edge_mode(studio)
+
+
+def build_sketch_mode(studio: Studio) -> None:
+    with gr.Tab("Draw a sketch", id="draw"):
+        with gr.Row():
+            with gr.Column():
+                canvas = SketchCanvas(label="Sketch", elem_id="sketch-canvas")
+                upload = gr.Image(label="Or load a sketch onto the canvas", type="pil", height=140,
+                                  sources=["upload", "clipboard"], elem_id="sketch-upload")
+            with gr.Column():
+                image = result_image("Image", "sketch-output")
+                prompt = gr.Textbox(label="Prompt", elem_id="sketch-prompt", placeholder="What the sketch shows")
+                style = style_choice("sketch-style")
+                gamma = gr.Slider(0, 1, value=DEFAULT_GAMMA, step=0.01, label="Diversity (gamma)", elem_id="gamma",
+                                  info="1 follows the sketch exactly; lower values give more varied images")
+                seed = seed_controls("sketch-seed")
+                generate = gr.Button("Generate", variant="primary", elem_id="sketch-generate")
+        gr.Examples(SKETCH_EXAMPLES, inputs=[upload, prompt, style], label="Example sketches")
+
+    def draw(sketch: Image.Image | None, prompt: str, style: str, gamma: float, seed: int) -> Image.Image | None:
+        """The live view: a blank canvas clears the output instead of raising."""
+        return None if sketch is None else generate_from(sketch, prompt, style, gamma, seed)
+
+    def generate_from(sketch: Image.Image | None, prompt: str, style: str, gamma: float, seed: int) -> Image.Image:
+        return run_task(studio.sketch_to_image, sketch, apply_style(style, prompt), gamma=gamma, seed=seed)
+
+    def sketch_to_image(sketch: Image.Image, prompt: str, gamma: float, seed: int) -> Image.Image:
+        return run_task(studio.sketch_to_image, sketch, prompt, gamma=gamma, seed=seed)
+
+    inputs = [canvas, prompt, style, gamma, seed]
+    live([canvas.change, prompt.change, style.change, gamma.change, seed.change], draw, inputs, image)
+    action([generate.click], generate_from, inputs, image)
+    upload.change(load_onto_canvas, upload, canvas, queue=False, api_visibility="private")
+    api_endpoint(sketch_to_image, [upload, prompt, gamma, seed], image)
+
+
+def load_onto_canvas(sketch: Image.Image | None) -> Image.Image | dict:
+    """An uploaded sketch replaces the drawing (and so runs the model); clearing the upload keeps it."""
+    return gr.skip() if sketch is None else sketch
+
+
+def build_edge_mode(studio: Studio) -> None:
+    with gr.Tab("Edges from a photo", id="edges"):
+        with gr.Row():
+            with gr.Column():
+                photo = photo_input("Photo", "edge-photo")
+                with gr.Row():
+                    low = gr.Slider(0, 255, value=100, step=1, precision=0, label="Low threshold", elem_id="edge-low")
+                    high = gr.Slider(0, 255, value=200, step=1, precision=0, label="High threshold",
+                                     elem_id="edge-high")
+                edges = gr.Image(label="Canny edges", type="pil", format="png", interactive=False, elem_id="edge-map")
+            with gr.Column():
+                image = result_image("Image", "edge-output")
+                prompt = gr.Textbox(label="Prompt", elem_id="edge-prompt", placeholder="What the photo shows")
+                style = style_choice("edge-style")
+                seed = seed_controls("edge-seed")
+                generate = gr.Button("Generate", variant="primary", elem_id="edge-generate")
+        gr.Examples(EDGE_EXAMPLES, inputs=[photo, prompt, style], label="Example photos")
+
+    def follow(photo: Image.Image | None, prompt: str, style: str, low: int, high: int,
+               seed: int) -> tuple[Image.Image | None, Image.Image | None]:
+        """The live view: no photo clears both outputs instead of raising."""
+        return (None, None) if photo is None else generate_from(photo, prompt, style, low, high, seed)
+
+    def generate_from(photo: Image.Image | None, prompt: str, style: str, low: int, high: int,
+                      seed: int) -> tuple[Image.Image, Image.Image]:
+        return run_task(studio.edge_to_image, photo, apply_style(style, prompt), low_threshold=low,
+                        high_threshold=high, seed=seed)
+
+    def edge_to_image(image: Image.Image, prompt: str, low_threshold: int, high_threshold: int,
+                      seed: int) -> tuple[Image.Image, Image.Image]:
+        return run_task(studio.edge_to_image, image, prompt, low_threshold=low_threshold,
+                        high_threshold=high_threshold, seed=seed)
+
+    inputs = [photo, prompt, style, low, high, seed]
+    triggers = [photo.change, prompt.change, style.change, low.change, high.change, seed.change]
+    live(triggers, follow, inputs, [edges, image])
+    action([generate.click], generate_from, inputs, [edges, image])
+    api_endpoint(edge_to_image, [photo, prompt, low, high, seed], [edges, image])

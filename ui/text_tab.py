@@ -1,0 +1,43 @@
+"""Text to image: a live preview that follows the prompt as it is typed, and a Generate button."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import gradio as gr
+from PIL import Image
+
+from ui.widgets import action, api_endpoint, live, result_image, run_task, seed_controls
+
+if TYPE_CHECKING:
+    from pipelines import Studio
+
+EXAMPLES = [
+    ["a lighthouse on a cliff at sunset, oil painting", 7],
+    ["a red fox curled up in fresh snow, wildlife photograph", 42],
+    ["a cosy reading nook with plants and warm lamp light", 1234],
+]
+
+
+def build(studio: Studio) -> None:
+    with gr.Tab("Text to image", id="text"):
+        with gr.Row():
+            with gr.Column():
+                prompt = gr.Textbox(label="Prompt", lines=2, elem_id="text-prompt",
+                                    placeholder="Describe the image; the preview follows as you type")
+                with gr.Row():
+                    width = gr.Slider(256, 1024, value=512, step=64, precision=0, label="Width", elem_id="text-width")
+                    height = gr.Slider(256, 1024, value=512, step=64, precision=0, label="Height",
+                                       elem_id="text-height")
+                seed = seed_controls("text-seed")
+                generate = gr.Button("Generate", variant="primary", elem_id="text-generate")
+            image = result_image("Image", "text-output")
+        gr.Examples(EXAMPLES, inputs=[prompt, seed], label="Examples")
+
+    def text_to_image(prompt: str, seed: int, width: int, height: int) -> Image.Image:
+        return run_task(studio.text_to_image, prompt, seed=seed, width=width, height=height)
+
+    inputs = [prompt, seed, width, height]
+    live([prompt.change, seed.change, width.release, height.release], text_to_image, inputs, image)
+    action([generate.click], text_to_image, inputs, image)
+    api_endpoint(text_to_image, inputs, image)

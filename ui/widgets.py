@@ -1,0 +1,104 @@
+"""Pieces every tab shares: the one GPU queue, event settings, seed controls, the result image,
+named API endpoints, and the call that turns pipeline errors and warnings into Gradio messages.
+
+The UI never imports torch or the pipelines: it is handed a Studio and calls its methods.
+"""
+
+from __future__ import annotations
+
+import secrets
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import gradio as gr
+from gradio.components import Component
+
+GPU_QUEUE = "gpu"  # the one concurrency id of every event that runs a model
+MAX_SEED = 2**32 - 1  # the pipelines' seed range is 0..MAX_SEED
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "examples"
+RESULT_FORMAT = "jpeg"  # what result images are sent as; see ui/LATENCY.md
+APP_PACKAGES = frozenset({"models", "pipelines"})
+
+T = TypeVar("T")
+Components = Component | Sequence[Component]
+
+
+def example(name: str) -> str:
+    """Path of a file in assets/examples (made by assets/make_examples.py)."""
+    return str(EXAMPLES_DIR / name)
+
+
+def _from_app(kind: type) -> bool:
+    """Errors and warnings defined by the app's own layers are written for the user to read."""
+    return kind.__module__.partition(".")[0] in APP_PACKAGES
+
+
+def run_task(task: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """Call a Studio method. Bad input (ValueError) and the app's own errors come back as gr.Error
+    with the pipeline's message; the app's warnings (a truncated prompt) are shown as gr.Warning.
+    Anything else is a bug and propagates unchanged.
+
+    Warnings are collected with warnings.catch_warnings, which is process-wide; that is sound here
+    because every model call runs in the one GPU queue, one at a time."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            result = task(*args, **kwargs)
+        except ValueError as error:
+            raise gr.Error(str(error), print_exception=False) from error
+        except Exception as error:
+            if not _from_app(type(error)):
+                raise
+            raise gr.Error(str(error), print_exception=False) from error
+    for warning in caught:
+        if _from_app(warning.category):
+            gr.Warning(str(warning.message))
+        else:
+            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+    return result
+
+
+def random_seed() -> int:
+    return secrets.randbelow(MAX_SEED + 1)
+
+
+def seed_controls(elem_id: str, value: int = 0) -> gr.Number:
+    """A seed box with a Randomize button beside it. The box always shows the seed the next run
+    uses, so after a randomized run it shows the seed that made the image."""
+    with gr.Row(equal_height=True):
+        seed = gr.Number(value=value, precision=0, label="Seed", elem_id=elem_id, scale=3)
+        randomize = gr.Button("Randomize", size="lg", scale=1, elem_id=f"{elem_id}-randomize")
+    randomize.click(random_seed, None, seed, queue=False, api_visibility="private")
+    return seed
+
+
+def result_image(label: str, elem_id: str) -> gr.Image:
+    return gr.Image(label=label, type="pil", format=RESULT_FORMAT, interactive=False, elem_id=elem_id,
+                    buttons=["download", "fullscreen"])
+
+
+def photo_input(label: str, elem_id: str) -> gr.Image:
+    return gr.Image(label=label, type="pil", sources=["upload", "clipboard"], elem_id=elem_id)
+
+
+def live(triggers: Sequence[Any], fn: Callable[..., Any], inputs: Components, outputs: Components) -> None:
+    """A live preview that follows its triggers: no spinner, and while one runs only the newest
+    request waits (trigger_mode always_last), so stale ones are dropped."""
+    gr.on(list(triggers), fn, inputs, outputs, show_progress="hidden", trigger_mode="always_last",
+          concurrency_id=GPU_QUEUE, api_visibility="private", api_name=f"live_{fn.__name__}")
+
+
+def action(triggers: Sequence[Any], fn: Callable[..., Any], inputs: Components, outputs: Components) -> None:
+    """An explicit action (a button, a slider release, Enter): shows progress on its outputs."""
+    gr.on(list(triggers), fn, inputs, outputs, show_progress="full", trigger_mode="always_last",
+          concurrency_id=GPU_QUEUE, api_visibility="private", api_name=f"action_{fn.__name__}")
+
+
+def api_endpoint(fn: Callable[..., Any], inputs: Components, outputs: Components) -> None:
+    """A named endpoint for gradio_client, called /<fn name>, with no trigger in the page. Its
+    parameters are fn's, named as in the Studio API; the components only give their types and
+    preprocessing (an image arrives as a PIL image, a slider value is checked against its range)."""
+    gr.on(triggers=[], fn=fn, inputs=inputs, outputs=outputs, api_name=fn.__name__,
+          concurrency_id=GPU_QUEUE)
