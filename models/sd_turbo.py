@@ -73,10 +73,19 @@ def _alphas_cumprod(scheduler: DDPMScheduler, device: torch.device) -> torch.Ten
     return scheduler.alphas_cumprod.to(device=device, dtype=torch.float32)
 
 
+def _own_memory(module: torch.nn.Module) -> None:
+    """Copy weights out of the memory-mapped file into fresh, aligned memory: CPU matrix products
+    round differently on unaligned data, and the file may change after loading."""
+    for parameter in module.parameters():
+        parameter.data = parameter.data.clone()
+
+
 def _finish(tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel, unet: UNet2DConditionModel,
             vae: AutoencoderKL, scheduler: DDPMScheduler, device: torch.device, dtype: torch.dtype) -> SDTurbo:
     modules = (text_encoder, unet, vae)
     for module in modules:
+        if device.type == "cpu":
+            _own_memory(module)
         module.eval().requires_grad_(False).to(device)
         if next(module.parameters()).dtype != dtype:
             module.to(dtype=dtype)

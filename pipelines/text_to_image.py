@@ -31,7 +31,8 @@ def text_to_image(store: ModelStore, prompt: str, *, seed: int = 0, width: int =
         # 3. prompt embeddings (cached)
         embeddings = store.prompt_embeddings(prompt)
         # 4. one UNet step to x0
-        latents = base.predict_x0(noise, FINAL_TIMESTEP, embeddings)
+        start = base.add_noise(torch.zeros_like(noise), noise, FINAL_TIMESTEP)  # x_T = sqrt(1 - abar) * noise
+        latents = base.predict_x0(start, FINAL_TIMESTEP, embeddings)
         # 5. decode
         pixels = base.vae.decode(latents / base.latent_scale).sample
     # 6. back to PIL at the exact size

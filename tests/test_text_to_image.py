@@ -148,10 +148,6 @@ def test_x0_prediction_equals_one_euler_step(own_studio: Studio) -> None:
     assert torch.allclose(ours, theirs, atol=TOLERANCE, rtol=0)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: text_to_image feeds the UNet x_t = n (unit noise) instead of sqrt(1 - abar_999) * n, the "
-    "latent diffusers' SD-Turbo sampling starts from (and edit at strength 1 uses); max difference "
-    "about 3e-3 on the tiny model"))
 def test_equals_diffusers_one_step_sd_turbo(own_studio: Studio, decoded_pixels: list[torch.Tensor]) -> None:
     """Our text_to_image equals diffusers' StableDiffusionPipeline run as SD-Turbo's model card
     runs it (EulerDiscreteScheduler, "trailing" spacing, num_inference_steps=1, guidance_scale=0)
