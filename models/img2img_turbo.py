@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
@@ -26,7 +27,7 @@ from models.downloads import download_file
 from models.sd_turbo import FINAL_TIMESTEP, SDTurbo
 from models.skip_vae import SkipConnections, decode_with_skips, encode_with_skips, skip_channels
 from models.specs import CHECKPOINTS, TaskCheckpointSpec, TaskName
-from models.store import ModelStore
+from models.store import ModelStore, ProgressCallback
 
 SKIP_ADAPTER = "skip"
 PIX2PIX_UNET_TARGETS = ["to_k", "to_q", "to_v", "to_out.0", "conv", "conv1", "conv2", "conv_shortcut",
@@ -157,16 +158,17 @@ def _conv_in_override(task: TaskModel, base: SDTurbo, gamma: float) -> dict[str,
 class _VaeCall(nn.Module):
     """Lets functional_call run a function of the VAE with some parameters replaced."""
 
-    def __init__(self, vae: nn.Module, function) -> None:
+    def __init__(self, vae: nn.Module, function: Callable[..., Any]) -> None:
         super().__init__()
         self.vae = vae
         self.function = function
 
-    def forward(self, *args):
+    def forward(self, *args: Any) -> Any:
         return self.function(self.vae, *args)
 
 
-def _vae_call(base: SDTurbo, overrides: Mapping[str, torch.Tensor], function, *args):
+def _vae_call(base: SDTurbo, overrides: Mapping[str, torch.Tensor], function: Callable[..., Any], *args: Any) -> Any:
+    """function(vae, *args), with the task's VAE tensors in place of the base ones where it has any."""
     if not overrides:
         return function(base.vae, *args)
     resident = {canonical_name(name): name for name, _ in base.vae.named_parameters()}
@@ -293,7 +295,7 @@ def locate_task_weights(base: SDTurbo, spec: TaskCheckpointSpec, model_dir: Path
 
 
 def load_tasks(store: ModelStore, tasks: list[TaskName], *, allow_download: bool,
-               progress=None) -> dict[TaskName, str]:
+               progress: ProgressCallback | None = None) -> dict[TaskName, str]:
     """Install each task on the store; returns the tasks that could not be loaded, with the reason."""
     report = progress or (lambda fraction, message: None)
     unavailable: dict[TaskName, str] = {}
