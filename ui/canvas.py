@@ -1,12 +1,15 @@
-"""SketchCanvas: a light drawing canvas built on gr.HTML, made for live sketch-to-image.
+"""A light drawing canvas built on gr.HTML, made for live sketch-to-image.
 
 Why not gr.Sketchpad: after each stroke it exports its layers as images, uploads them as files and
 only then starts the event, which costs about a second on a 2-core machine (measured in
 ui/LATENCY.md). This canvas draws on one plain <canvas>, and on mouse-up sets its value to the
 drawing as a PNG data URL; the value travels inside the event itself, with no upload.
 
-The value is "" while the canvas is blank. Python sees a PIL image (or None when blank) and may set
-the value to a PIL image, which the canvas then shows scaled to fit, ready to draw on.
+The value is "" while the canvas is blank. An event may set it to another PNG data URL (an
+uploaded sketch); the canvas then shows that image scaled to fit, ready to draw on.
+
+A factory rather than a gr.HTML subclass: Gradio writes a .pyi stub beside every Component
+subclass at import time.
 """
 
 from __future__ import annotations
@@ -14,8 +17,6 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-from typing import Any
-
 import gradio as gr
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -158,8 +159,9 @@ def decode_drawing(payload: str) -> Image.Image:
         raise ValueError(f"sketch is not a readable PNG image ({error})") from error
 
 
-def encode_drawing(image: Image.Image, side: int = CANVAS_SIDE) -> str:
-    """An image as a PNG data URL, flattened on white and scaled down to fit the canvas."""
+def drawing_value(image: Image.Image, side: int = CANVAS_SIDE) -> str:
+    """The canvas value that shows `image`: a PNG data URL, flattened on white and scaled down to
+    fit the canvas."""
     rgba = image.convert("RGBA")
     flat = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB")
     fitted = ImageOps.contain(flat, (side, side)) if max(flat.size) > side else flat
@@ -168,27 +170,18 @@ def encode_drawing(image: Image.Image, side: int = CANVAS_SIDE) -> str:
     return PNG_DATA_URL + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-class SketchCanvas(gr.HTML):
-    """Black brush on white, eraser, undo and clear; a PIL image (None when blank) in Python."""
+def sketch_canvas(*, label: str = "Sketch", elem_id: str | None = None, side: int = CANVAS_SIDE) -> gr.HTML:
+    """Black brush on white, eraser, undo and clear. Its value is the drawing as a PNG data URL
+    ("" when blank): read it with `drawing_from`, set it with `drawing_value`."""
+    return gr.HTML(value="", label=label, show_label=True, container=True, html_template=TEMPLATE, css_template=CSS,
+                   js_on_load=JS, side=side, undo_depth=MAX_UNDO, elem_id=elem_id)
 
-    def __init__(self, *, label: str = "Sketch", side: int = CANVAS_SIDE, **kwargs: Any) -> None:
-        super().__init__(value=None, label=label, show_label=True, html_template=TEMPLATE, css_template=CSS,
-                         js_on_load=JS, side=side, undo_depth=MAX_UNDO, **kwargs)
 
-    def preprocess(self, payload: str | None) -> Image.Image | None:  # type: ignore[override]
-        try:
-            return decode_drawing(payload) if payload else None
-        except ValueError as error:
-            raise gr.Error(str(error), print_exception=False) from error
-
-    def postprocess(self, value: Image.Image | None) -> str:  # type: ignore[override]
-        return "" if value is None else encode_drawing(value)
-
-    def api_info(self) -> dict[str, Any]:
-        return {"type": "string", "description": "the drawing as a PNG data URL, or an empty string when blank"}
-
-    def example_payload(self) -> str:
-        return ""
-
-    def example_value(self) -> str:
-        return ""
+def drawing_from(value: str | None) -> Image.Image | None:
+    """The canvas value as an RGB image, None when the canvas is blank; a malformed value is a gr.Error."""
+    if not value:
+        return None
+    try:
+        return decode_drawing(value)
+    except ValueError as error:
+        raise gr.Error(str(error), print_exception=False) from error

@@ -31,7 +31,7 @@ def build(studio: Studio) -> None:
                 seed = seed_controls("edit-seed")
                 run = gr.Button("Edit", variant="primary", elem_id="edit-run")
             image = result_image("Result", "edit-output")
-        gr.Examples(EXAMPLES, inputs=[photo, prompt, strength], label="Example photos")
+        gr.Examples(EXAMPLES, inputs=[photo, prompt, strength], label="Example photos", elem_id="edit-examples")
 
     def follow(photo: Image.Image | None, prompt: str, strength: float, seed: int) -> Image.Image | None:
         """Automatic runs: no photo clears the result instead of raising."""

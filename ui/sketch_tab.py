@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import gradio as gr
 from PIL import Image
 
-from ui.canvas import SketchCanvas
+from ui.canvas import drawing_from, drawing_value, sketch_canvas
 from ui.styles import NO_STYLE, STYLES, apply_style
 from ui.widgets import action, api_endpoint, example, live, photo_input, result_image, run_task, seed_controls
 
@@ -41,7 +41,7 @@ def build_sketch_mode(studio: Studio) -> None:
     with gr.Tab("Draw a sketch", id="draw"):
         with gr.Row():
             with gr.Column():
-                canvas = SketchCanvas(label="Sketch", elem_id="sketch-canvas")
+                canvas = sketch_canvas(label="Sketch", elem_id="sketch-canvas")
                 upload = gr.Image(label="Or load a sketch onto the canvas", type="pil", height=140,
                                   sources=["upload", "clipboard"], elem_id="sketch-upload")
             with gr.Column():
@@ -52,14 +52,18 @@ def build_sketch_mode(studio: Studio) -> None:
                                   info="1 follows the sketch exactly; lower values give more varied images")
                 seed = seed_controls("sketch-seed")
                 generate = gr.Button("Generate", variant="primary", elem_id="sketch-generate")
-        gr.Examples(SKETCH_EXAMPLES, inputs=[upload, prompt, style], label="Example sketches")
+        gr.Examples(SKETCH_EXAMPLES, inputs=[upload, prompt, style], label="Example sketches",
+                    elem_id="sketch-examples")
 
-    def draw(sketch: Image.Image | None, prompt: str, style: str, gamma: float, seed: int) -> Image.Image | None:
+    def draw(drawing: str, prompt: str, style: str, gamma: float, seed: int) -> Image.Image | None:
         """The live view: a blank canvas clears the output instead of raising."""
-        return None if sketch is None else generate_from(sketch, prompt, style, gamma, seed)
+        return generate_from(drawing, prompt, style, gamma, seed) if drawing else None
 
-    def generate_from(sketch: Image.Image | None, prompt: str, style: str, gamma: float, seed: int) -> Image.Image:
-        return run_task(studio.sketch_to_image, sketch, apply_style(style, prompt), gamma=gamma, seed=seed)
+    def generate_from(drawing: str, prompt: str, style: str, gamma: float, seed: int) -> Image.Image:
+        if not drawing:
+            raise gr.Error("The canvas is empty: draw a sketch or load one first.", print_exception=False)
+        return run_task(studio.sketch_to_image, drawing_from(drawing), apply_style(style, prompt), gamma=gamma,
+                        seed=seed)
 
     def sketch_to_image(sketch: Image.Image, prompt: str, gamma: float, seed: int) -> Image.Image:
         return run_task(studio.sketch_to_image, sketch, prompt, gamma=gamma, seed=seed)
@@ -71,9 +75,9 @@ def build_sketch_mode(studio: Studio) -> None:
     api_endpoint(sketch_to_image, [upload, prompt, gamma, seed], image)
 
 
-def load_onto_canvas(sketch: Image.Image | None) -> Image.Image | dict:
+def load_onto_canvas(sketch: Image.Image | None) -> str | dict:
     """An uploaded sketch replaces the drawing (and so runs the model); clearing the upload keeps it."""
-    return gr.skip() if sketch is None else sketch
+    return gr.skip() if sketch is None else drawing_value(sketch)
 
 
 def build_edge_mode(studio: Studio) -> None:
@@ -92,7 +96,7 @@ def build_edge_mode(studio: Studio) -> None:
                 style = style_choice("edge-style")
                 seed = seed_controls("edge-seed")
                 generate = gr.Button("Generate", variant="primary", elem_id="edge-generate")
-        gr.Examples(EDGE_EXAMPLES, inputs=[photo, prompt, style], label="Example photos")
+        gr.Examples(EDGE_EXAMPLES, inputs=[photo, prompt, style], label="Example photos", elem_id="edge-examples")
 
     def follow(photo: Image.Image | None, prompt: str, style: str, low: int, high: int,
                seed: int) -> tuple[Image.Image | None, Image.Image | None]:

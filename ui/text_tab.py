@@ -32,7 +32,7 @@ def build(studio: Studio) -> None:
                 seed = seed_controls("text-seed")
                 generate = gr.Button("Generate", variant="primary", elem_id="text-generate")
             image = result_image("Image", "text-output")
-        gr.Examples(EXAMPLES, inputs=[prompt, seed], label="Examples")
+        gr.Examples(EXAMPLES, inputs=[prompt, seed], label="Examples", elem_id="text-examples")
 
     def text_to_image(prompt: str, seed: int, width: int, height: int) -> Image.Image:
         return run_task(studio.text_to_image, prompt, seed=seed, width=width, height=height)

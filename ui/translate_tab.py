@@ -37,7 +37,7 @@ def build(studio: Studio) -> None:
             direction = gr.Radio(DIRECTION_CHOICES, value="day_to_night", label="Direction", scale=3,
                                  elem_id="translate-direction")
             run = gr.Button("Translate", variant="primary", scale=1, elem_id="translate-run")
-        gr.Examples(EXAMPLES, inputs=[photo, direction], label="Example photos")
+        gr.Examples(EXAMPLES, inputs=[photo, direction], label="Example photos", elem_id="translate-examples")
 
     def follow(photo: Image.Image | None, direction: str) -> Image.Image | None:
         """The live view: no photo clears the result instead of raising."""
