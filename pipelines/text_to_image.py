@@ -8,15 +8,19 @@ generated at the next multiple of 8 and centre-cropped to the exact size asked f
 from __future__ import annotations
 
 import torch
+from diffusers import AutoencoderTiny
 from PIL import Image
 
 from models.sd_turbo import FINAL_TIMESTEP
 from models.store import ModelStore
+from models.taesd import preview_decode
 from pipelines.checks import check_prompt, check_seed, check_side
 from pipelines.images import LATENT_FACTOR, center_crop, round_up_to_multiple, seeded_noise, to_pil
 
 
-def text_to_image(store: ModelStore, prompt: str, *, seed: int = 0, width: int = 512, height: int = 512) -> Image.Image:
+def text_to_image(store: ModelStore, prompt: str, *, seed: int = 0, width: int = 512, height: int = 512,
+                  preview_decoder: AutoencoderTiny | None = None) -> Image.Image:
+    """preview_decoder: decode with this TAESD (a cheap live preview) instead of the full VAE."""
     # 1. check inputs
     prompt = check_prompt(prompt)
     seed = check_seed(seed)
@@ -33,7 +37,10 @@ def text_to_image(store: ModelStore, prompt: str, *, seed: int = 0, width: int =
         # 4. one UNet step to x0
         start = base.add_noise(torch.zeros_like(noise), noise, FINAL_TIMESTEP)  # x_T = sqrt(1 - abar) * noise
         latents = base.predict_x0(start, FINAL_TIMESTEP, embeddings)
-        # 5. decode
-        pixels = base.vae.decode(latents / base.latent_scale).sample
+        # 5. decode: the full VAE, or TAESD for a live preview
+        if preview_decoder is None:
+            pixels = base.vae.decode(latents / base.latent_scale).sample
+        else:
+            pixels = preview_decode(preview_decoder, latents)
     # 6. back to PIL at the exact size
     return center_crop(to_pil(pixels), width, height)

@@ -1,0 +1,166 @@
+"""The benchmark report as Markdown (for bench/RESULTS.md) and as JSON (raw numbers)."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from dataclasses import fields, is_dataclass
+from typing import Any
+
+import torch
+
+from bench.measure import Measurement
+from bench.run import BenchReport, TaskResult
+from bench.tasks import BenchTask
+
+GIB = 2**30
+# Issue 4's targets on one H100 at 512x512, batch 1 (images per second).
+GPU_TARGETS: dict[BenchTask, float] = {"text_to_image_preview": 150.0, "text_to_image": 60.0, "edit": 40.0,
+                                       "edge_to_image": 40.0, "sketch_to_image": 40.0, "translate": 40.0}
+TARGET_SPEEDUP = 5.0
+TARGET_RESIDENT_GIB = 7.0
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:,.1f}"
+
+
+def _measurement_cells(measurement: Measurement | None, error: str | None) -> list[str]:
+    if measurement is None:
+        return [f"failed: {error}", "", "", "", ""]
+    return [_ms(measurement.median_s), _ms(measurement.p95_s), f"{measurement.images_per_s:.3g}",
+            f"{measurement.first_call_s:.2f}", f"{measurement.peak_memory_bytes / GIB:.2f}"]
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def _ratio(ratio: float) -> str:
+    return f"{ratio:.2f}x" if ratio < 1000 else "> 1000x"
+
+
+def _speedup(result: TaskResult) -> str:
+    return _ratio(result.speedup) if result.speedup is not None else "n/a"
+
+
+def task_rows(report: BenchReport) -> list[list[str]]:
+    rows = []
+    for result in report.tasks:
+        rows.append([f"`{result.task}`", "ours", *_measurement_cells(result.ours, result.errors.get("ours")),
+                     _speedup(result)])
+        rows.append(["", f"baseline: {result.baseline_label}",
+                     *_measurement_cells(result.baseline, result.errors.get("baseline")), ""])
+    return rows
+
+
+def floor_rows(report: BenchReport) -> list[list[str]]:
+    """FLOPs over the measured matmul rate in our dtype: the time no implementation can beat."""
+    rate = next(r for r in report.matmul if r.dtype == _dtype_name(report.config.dtype))
+    rows = []
+    for result in report.tasks:
+        if result.flops is None:
+            continue
+        floor_s = result.flops / (rate.tflops * 1e12)
+        ours = result.ours.images_per_s if result.ours is not None else None
+        rows.append([f"`{result.task}`", f"{result.flops / 1e12:.3f}", _ms(floor_s), f"{1 / floor_s:,.0f}",
+                     f"{ours:.3g}" if ours is not None else "n/a",
+                     f"{floor_s * ours:.0%}" if ours is not None else "n/a"])
+    return rows
+
+
+def target_rows(report: BenchReport) -> list[list[str]]:
+    rows = []
+    for result in report.tasks:
+        if result.task in GPU_TARGETS:
+            ours = result.ours.images_per_s if result.ours is not None else 0.0
+            target = GPU_TARGETS[result.task]
+            rows.append([f"`{result.task}` images/s", f">= {target:g}", f"{ours:.3g}", _met(ours >= target)])
+            speedup = result.speedup or 0.0
+            rows.append([f"`{result.task}` speed-up", f">= {TARGET_SPEEDUP:g}x", f"{speedup:.2f}x",
+                         _met(speedup >= TARGET_SPEEDUP)])
+    if report.ours_phase is not None:
+        resident = report.ours_phase.resident_bytes / GIB
+        rows.append(["all tasks resident", f"<= {TARGET_RESIDENT_GIB:g} GiB", f"{resident:.2f} GiB",
+                     _met(resident <= TARGET_RESIDENT_GIB)])
+    return rows
+
+
+def _met(ok: bool) -> str:
+    return "yes" if ok else "**no**"
+
+
+def ablation_rows(report: BenchReport) -> list[list[str]]:
+    return [[ablation.optimisation, ablation.component, _ms(ablation.without.median_s), _ms(ablation.with_.median_s),
+             _ratio(ablation.speedup), f"{ablation.with_.first_call_s:.2f}", ablation.note]
+            for ablation in report.ablations]
+
+
+def to_markdown(report: BenchReport) -> str:
+    config = report.config
+    size = f"{config.size}x{config.size}"
+    matmul = ", ".join(f"{rate.dtype} {rate.tflops:.3g} TFLOP/s" for rate in report.matmul)
+    lines = [
+        f"### {config.device.type.upper()}: {size}, batch 1, {config.scale}-size architecture, random weights",
+        "",
+        f"- Date: {report.date}",
+        f"- Device: {report.device_name}",
+        "- Libraries: " + ", ".join(f"{name} {version}" for name, version in report.versions.items()),
+        f"- Command: `{config.command}`",
+        f"- Ours: {_dtype_name(config.dtype)}, {config.acceleration.describe()}, caption embeddings cached, "
+        "timesteps prepared; the app's pipeline functions (translate: its run_task call at this size)",
+        "- Baseline: fp32, eager, diffusers' default attention (SDPA), contiguous memory format",
+        f"- Each configuration: one first (cold) call, then {config.repeats} timed calls; median and p95 over "
+        f"those; images/s = 1 / median. Peak memory: {report.memory_kind} over all of its calls.",
+        f"- Matmul rate measured here: {matmul}",
+    ]
+    for name, phase in (("ours", report.ours_phase), ("baseline", report.baseline_phase)):
+        if phase is not None:
+            warm = f", app warm-up (Studio.warm_up) {phase.warm_up_s:.1f} s" if phase.warm_up_s is not None else ""
+            lines.append(f"- Build ({name}): {phase.build_s:.1f} s; resident after build, all its tasks loaded: "
+                         f"{phase.resident_bytes / GIB:.2f} GiB{warm}")
+    lines += [f"- Total wall time: {report.total_s:.0f} s", "", "#### Tasks", ""]
+    lines += _table(["task", "implementation", "median ms", "p95 ms", "images/s", "first call s",
+                     "peak memory GiB", "speed-up (baseline / ours)"], task_rows(report))
+    floors = floor_rows(report)
+    if floors:
+        lines += ["", "#### Physical floor (FLOPs / measured matmul rate)", ""]
+        lines += _table(["task", "TFLOP per image", "floor ms", "floor images/s", "ours images/s",
+                         "ours / floor"], floors)
+    if config.device.type == "cuda" and config.size == 512:
+        lines += ["", "#### Issue 4 targets (one H100, 512x512, batch 1)", ""]
+        lines += _table(["target", "wanted", "measured", "met"], target_rows(report))
+    lines += ["", "#### Each optimisation on its own", ""]
+    lines += _table(["optimisation", "component", "without ms", "with ms", "speed-up", "first call with (s)",
+                     "notes"], ablation_rows(report))
+    if report.not_measured:
+        lines += ["", "Not measured in this run:"]
+        lines += [f"- {item.optimisation}: {item.reason}" for item in report.not_measured]
+    return "\n".join(lines) + "\n"
+
+
+def to_json(report: BenchReport) -> str:
+    return json.dumps(plain(report), indent=2)
+
+
+def plain(value: Any) -> Any:
+    """Dataclasses (with their computed properties), lists and dicts as JSON values; torch devices
+    and dtypes as their names."""
+    if is_dataclass(value) and not isinstance(value, type):
+        data = {item.name: plain(getattr(value, item.name)) for item in fields(value)}
+        properties = inspect.getmembers(type(value), lambda member: isinstance(member, property))
+        data.update({name: plain(getattr(value, name)) for name, _ in properties})
+        return data
+    if isinstance(value, (list, tuple)):
+        return [plain(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): plain(item) for key, item in value.items()}
+    if isinstance(value, (torch.device, torch.dtype)):
+        return str(value)
+    return value

@@ -1,0 +1,191 @@
+"""One benchmark run: matmul rates, our configuration, then the baseline and the ablations on the
+same inputs, each phase on its own freshly built models (freed before the next phase)."""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from bench.ablations import (Ablation, AblationName, NotMeasured, ablation_store_tasks, not_measured_reasons,
+                             run_ablations)
+from bench.build import Scale, build_preview_decoder, build_store, diffusers_pipelines
+from bench.hardware import MatmulRate, device_description, library_versions, matmul_rate
+from bench.measure import Measurement, current_memory, measure, memory_kind, timed
+from bench.tasks import (BASELINE_LABELS, Baseline, BenchInputs, BenchTask, baseline_call, ours_call,
+                         store_tasks)
+from models.acceleration import Acceleration, accelerate
+from pipelines.studio import Studio
+
+Progress = Callable[[str], None]
+MAX_MATMUL_SIZES = {"cuda": 16384, "cpu": 4096}
+TINY_MAX_MATMUL_SIZE = 512
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    device: torch.device
+    dtype: torch.dtype  # ours; the baseline is always fp32
+    size: int
+    repeats: int
+    tasks: list[BenchTask]
+    ablations: list[AblationName]
+    acceleration: Acceleration
+    scale: Scale = "full"
+    count_flops: bool = False
+    warm_up: bool = False
+    command: str = ""
+
+    @property
+    def half(self) -> torch.dtype:
+        """The reduced precision the precision ablation measures on this device."""
+        return torch.float16 if self.device.type == "cuda" else torch.bfloat16
+
+
+@dataclass
+class TaskResult:
+    task: BenchTask
+    baseline_label: str
+    ours: Measurement | None = None
+    baseline: Measurement | None = None
+    errors: dict[str, str] = field(default_factory=dict)  # "ours" / "baseline" -> message
+    flops: float | None = None
+
+    @property
+    def speedup(self) -> float | None:
+        """Baseline time over ours (median): how many times faster ours is."""
+        if self.ours is None or self.baseline is None:
+            return None
+        return self.baseline.median_s / self.ours.median_s
+
+
+@dataclass
+class PhaseInfo:
+    build_s: float
+    resident_bytes: int
+    warm_up_s: float | None = None
+
+
+@dataclass
+class BenchReport:
+    config: BenchConfig
+    date: str
+    device_name: str
+    versions: dict[str, str]
+    memory_kind: str
+    matmul: list[MatmulRate]
+    ours_phase: PhaseInfo | None = None
+    baseline_phase: PhaseInfo | None = None
+    tasks: list[TaskResult] = field(default_factory=list)
+    ablations: list[Ablation] = field(default_factory=list)
+    not_measured: list[NotMeasured] = field(default_factory=list)
+    total_s: float = 0.0
+
+    def task(self, name: BenchTask) -> TaskResult:
+        return next(result for result in self.tasks if result.task == name)
+
+
+def run_benchmark(config: BenchConfig, progress: Progress = lambda message: None) -> BenchReport:
+    """Run every phase; progress receives one line per finished step."""
+    start = time.perf_counter()
+    report = BenchReport(
+        config=config, date=datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        device_name=device_description(config.device), versions=library_versions(),
+        memory_kind=memory_kind(config.device), matmul=matmul_rates(config),
+        tasks=[TaskResult(task, BASELINE_LABELS[task]) for task in config.tasks],
+        not_measured=not_measured_reasons(config.ablations, config.device))
+    inputs = BenchInputs(config.size)
+    progress(", ".join(f"matmul {rate.dtype} {rate.tflops:.3g} TFLOP/s" for rate in report.matmul))
+    report.ours_phase = run_ours(config, inputs, report.tasks, progress)
+    release_memory(config.device)
+    report.baseline_phase = run_baseline(config, inputs, report, progress)
+    release_memory(config.device)
+    report.total_s = time.perf_counter() - start
+    return report
+
+
+def matmul_rates(config: BenchConfig) -> list[MatmulRate]:
+    max_size = TINY_MAX_MATMUL_SIZE if config.scale == "tiny" else MAX_MATMUL_SIZES.get(config.device.type, 4096)
+    dtypes = [torch.float32, torch.bfloat16]
+    if config.device.type == "cuda":
+        dtypes.append(torch.float16)
+    return [matmul_rate(config.device, dtype, max_size) for dtype in dtypes]
+
+
+def release_memory(device: torch.device) -> None:
+    torch._dynamo.reset()
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def run_ours(config: BenchConfig, inputs: BenchInputs, results: list[TaskResult], progress: Progress) -> PhaseInfo:
+    """Build the store in our dtype with every task resident, apply our settings, measure."""
+    build_start = time.perf_counter()
+    store = build_store(config.scale, config.device, config.dtype, store_tasks(config.tasks))
+    preview_decoder = build_preview_decoder(config.scale, config.device, config.dtype)
+    accelerate(store, config.acceleration, preview_decoder)
+    phase = PhaseInfo(time.perf_counter() - build_start, current_memory(config.device))
+    progress(f"ours: built in {phase.build_s:.1f} s")
+    if config.warm_up:
+        phase.warm_up_s = timed(Studio(store).warm_up, config.device)
+        progress(f"ours: Studio.warm_up {phase.warm_up_s:.1f} s")
+    for result in results:
+        call = ours_call(result.task, store, inputs, preview_decoder)
+        result.ours = _measured(call, config, result, "ours")
+        progress(_summary("ours", result.task, result.ours, result.errors.get("ours")))
+    return phase
+
+
+def run_baseline(config: BenchConfig, inputs: BenchInputs, report: BenchReport, progress: Progress) -> PhaseInfo:
+    """Build the plain fp32 store, measure the baseline, count FLOPs, then the ablations."""
+    build_start = time.perf_counter()
+    needed = store_tasks(config.tasks)
+    needed += [task for task in ablation_store_tasks(config.ablations) if task not in needed]
+    store = build_store(config.scale, config.device, torch.float32, needed)
+    preview_decoder = build_preview_decoder(config.scale, config.device, torch.float32)
+    text_to_image, image_to_image = diffusers_pipelines(store.base)
+    baseline = Baseline(store, text_to_image, image_to_image)
+    phase = PhaseInfo(time.perf_counter() - build_start, current_memory(config.device))
+    progress(f"baseline: built in {phase.build_s:.1f} s")
+    for result in report.tasks:
+        result.baseline = _measured(baseline_call(result.task, baseline, inputs), config, result, "baseline")
+        progress(_summary("baseline", result.task, result.baseline, result.errors.get("baseline")))
+    if config.count_flops:
+        store.prompt_embeddings(inputs.prompt)  # cached, as in our runs
+        for result in report.tasks:
+            result.flops = count_flops(ours_call(result.task, store, inputs, preview_decoder))
+        progress("FLOPs counted")
+    report.ablations = run_ablations(store, preview_decoder, inputs, config.ablations, repeats=config.repeats,
+                                     half=config.half, progress=progress)
+    return phase
+
+
+def _summary(side: str, task: BenchTask, measurement: Measurement | None, error: str | None) -> str:
+    if measurement is None:
+        return f"{side} {task}: failed: {error}"
+    return (f"{side} {task}: median {measurement.median_s * 1e3:,.1f} ms, "
+            f"first call {measurement.first_call_s:.2f} s")
+
+
+def _measured(call: Callable[[], object], config: BenchConfig, result: TaskResult,
+              side: str) -> Measurement | None:
+    """Measure one side of one task; a failure is recorded in the report, not raised, so one broken
+    configuration does not lose the rest of a long GPU run."""
+    try:
+        return measure(call, repeats=config.repeats, device=config.device)
+    except Exception as error:  # reported in the results table with its type and message
+        result.errors[side] = f"{type(error).__name__}: {error}"
+        return None
+
+
+def count_flops(call: Callable[[], object]) -> float:
+    """FLOPs of one call, counted by torch's FlopCounterMode (matmuls, convolutions, attention)."""
+    with FlopCounterMode(display=False) as counter:
+        call()
+    return float(counter.get_total_flops())

@@ -1,0 +1,115 @@
+"""Smoke test of `python -m bench` on tiny models (seconds): the report has every row and its
+values are sane. Not a timing test: nothing here asserts how fast anything is."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pytest
+import torch
+
+from bench.ablations import ABLATIONS, default_ablations, not_measured_reasons
+from bench.cli import main
+from bench.tasks import BENCH_TASKS
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str]:
+    folder = tmp_path_factory.mktemp("bench")
+    threads = torch.get_num_threads()
+    try:
+        status = main(["--tiny", "--device", "cpu", "--repeats", "2", "--threads", "1", "--warm-up", "--ablations",
+                       "attention,channels_last,precision,prepared_inputs,taesd,merged_lora",
+                       "--json", str(folder / "report.json"), "--markdown", str(folder / "report.md")])
+    finally:
+        torch.set_num_threads(threads)
+    assert status == 0
+    return json.loads((folder / "report.json").read_text()), (folder / "report.md").read_text()
+
+
+def _check_measurement(measurement: dict[str, Any], repeats: int) -> None:
+    times = measurement["times_s"]
+    assert len(times) == repeats
+    assert all(math.isfinite(t) and t > 0 for t in times)
+    assert measurement["first_call_s"] > 0
+    assert min(times) <= measurement["median_s"] <= measurement["p95_s"] <= max(times)
+    assert measurement["images_per_s"] == pytest.approx(1 / measurement["median_s"])
+    assert measurement["peak_memory_bytes"] > 50 * 2**20  # a Python process with torch loaded
+
+
+def test_every_task_is_measured_on_both_sides(tiny_run: tuple[dict[str, Any], str]) -> None:
+    report, _ = tiny_run
+    assert [task["task"] for task in report["tasks"]] == list(BENCH_TASKS)
+    for task in report["tasks"]:
+        assert task["errors"] == {}, task["errors"]
+        _check_measurement(task["ours"], repeats=2)
+        _check_measurement(task["baseline"], repeats=2)
+        assert task["speedup"] == pytest.approx(task["baseline"]["median_s"] / task["ours"]["median_s"])
+
+
+def test_flops_are_counted_and_the_preview_is_cheaper(tiny_run: tuple[dict[str, Any], str]) -> None:
+    report, _ = tiny_run
+    flops = {task["task"]: task["flops"] for task in report["tasks"]}
+    assert all(value > 0 for value in flops.values())
+    assert flops["text_to_image_preview"] < flops["text_to_image"]
+    assert flops["edit"] > flops["text_to_image"]  # the encoder comes on top
+    assert {rate["dtype"] for rate in report["matmul"]} == {"float32", "bfloat16"}
+    assert all(rate["tflops"] > 0 for rate in report["matmul"])
+
+
+def test_ablations_cover_what_applies_on_the_cpu(tiny_run: tuple[dict[str, Any], str]) -> None:
+    report, _ = tiny_run
+    measured = {ablation["optimisation"] for ablation in report["ablations"]}
+    assert measured == {"SDPA attention", "channels_last", "bfloat16 weights",
+                        "caption embedding and timestep prepared once", "TAESD preview decode", "merged LoRA"}
+    for ablation in report["ablations"]:
+        _check_measurement(ablation["without"], repeats=2)
+        _check_measurement(ablation["with_"], repeats=2)
+    merged = next(a for a in report["ablations"] if a["optimisation"] == "merged LoRA")
+    assert "task switch" in merged["note"]
+    skipped = {item["optimisation"]: item["reason"] for item in report["not_measured"]}
+    assert set(skipped) == {"compile", "cuda_graphs"}
+    assert set(skipped) | {"attention", "channels_last", "precision", "prepared_inputs", "taesd",
+                           "merged_lora"} == set(ABLATIONS)
+
+
+def test_phases_record_build_and_resident_memory(tiny_run: tuple[dict[str, Any], str]) -> None:
+    report, _ = tiny_run
+    for phase in (report["ours_phase"], report["baseline_phase"]):
+        assert phase["build_s"] > 0
+        assert phase["resident_bytes"] > 0
+    assert report["ours_phase"]["warm_up_s"] > 0
+    assert report["baseline_phase"]["warm_up_s"] is None
+    assert report["config"]["scale"] == "tiny"
+    assert report["config"]["dtype"] == "torch.float32"
+    assert set(report["versions"]) >= {"python", "torch", "diffusers", "transformers", "peft"}
+
+
+def test_markdown_names_the_command_and_every_table(tiny_run: tuple[dict[str, Any], str]) -> None:
+    _, markdown = tiny_run
+    assert "`python -m bench --tiny --device cpu --repeats 2 --threads 1 --warm-up --ablations" in markdown
+    for heading in ("#### Tasks", "#### Physical floor", "#### Each optimisation on its own", "Not measured"):
+        assert heading in markdown
+    for task in BENCH_TASKS:
+        assert f"`{task}`" in markdown
+    assert "Issue 4 targets" not in markdown  # GPU-only section
+
+
+@pytest.mark.parametrize("arguments", [["--tasks", "painting"], ["--size", "100"], ["--ablations", "magic"],
+                                       ["--compile-mode", "fast"]])
+def test_bad_arguments_are_refused(arguments: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--tiny", "--device", "cpu", *arguments])
+    assert exit_info.value.code == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_cpu_defaults_leave_out_the_slow_and_the_cuda_only_ablations() -> None:
+    cpu_default = default_ablations(torch.device("cpu"))
+    assert "precision" not in cpu_default and "compile" not in cpu_default and "cuda_graphs" not in cpu_default
+    assert default_ablations(torch.device("cuda")) == list(ABLATIONS)
+    reasons = {item.optimisation: item.reason for item in not_measured_reasons(cpu_default, torch.device("cpu"))}
+    assert set(reasons) == {"precision", "compile", "cuda_graphs"}
+    assert all(reasons.values())
