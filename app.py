@@ -29,6 +29,8 @@ APP_DIR = Path(__file__).resolve().parent
 SERVED_DIRS = (APP_DIR / "assets" / "examples",)  # the only folders of ours the server may read
 MAX_UPLOAD = "10mb"
 DEFAULT_QUEUE_SIZE = 20
+FULL_PREVIEW_SIDE = 512  # the canvas and the model's own resolution
+CPU_PREVIEW_SIDE = 256  # a quarter of the pixels: live strokes stay interactive on a CPU
 LAN_PROBE = ("10.255.255.255", 1)  # any routable address; a UDP connect sends nothing
 
 
@@ -73,6 +75,10 @@ def parser() -> argparse.ArgumentParser:
     models.add_argument("--device", help="cpu, cuda, cuda:1, ...; default: CUDA when available, else CPU")
     models.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default="auto",
                         help="default: float16 on CUDA, float32 on the CPU")
+    models.add_argument("--preview-size", type=int, choices=range(64, FULL_PREVIEW_SIDE + 1, 64), metavar="PIXELS",
+                        help=f"side of the live sketch previews, a multiple of 64 up to {FULL_PREVIEW_SIDE} (the Generate button "
+                             f"always uses the full {FULL_PREVIEW_SIDE}px drawing); default: {FULL_PREVIEW_SIDE} "
+                             f"on a GPU, {CPU_PREVIEW_SIDE} on the CPU")
     serving = parse.add_argument_group("serving")
     serving.add_argument("--host", default="127.0.0.1",
                          help="address to listen on; 0.0.0.0 shares the app on your LAN (default: 127.0.0.1)")
@@ -111,6 +117,12 @@ def load_studio(args: argparse.Namespace) -> Studio:
     for task, reason in studio.unavailable_tasks.items():
         print(f"  {task} is unavailable: {reason}", flush=True)
     return studio
+
+
+def preview_side(studio: Studio, requested: int | None) -> int:
+    if requested is not None:
+        return requested
+    return CPU_PREVIEW_SIDE if studio.store.device.type == "cpu" else FULL_PREVIEW_SIDE
 
 
 def lan_address() -> str | None:
@@ -162,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         parse.exit(2, f"{parse.prog}: error: {error}\n")
     except RuntimeError as error:
         parse.exit(1, f"{parse.prog}: could not load the models: {error}\n")
-    demo = build_app(studio, queue_size=args.queue_size)
+    demo = build_app(studio, queue_size=args.queue_size, preview_side=preview_side(studio, args.preview_size))
     served = serve(demo, host=args.host, port=args.port, share=args.share, auth=auth)
     report(served, host=args.host, share=args.share)
     if auth:

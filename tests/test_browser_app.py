@@ -14,6 +14,7 @@ import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -84,13 +85,20 @@ def timed_studio(studio: Studio) -> TimedStudio:
     return TimedStudio(studio)
 
 
-@pytest.fixture(scope="module")
-def served(timed_studio: TimedStudio) -> Iterator[app.Served]:
-    demo = build_app(timed_studio, queue_size=16)  # type: ignore[arg-type]
+@contextmanager
+def serving(studio: TimedStudio, preview_side: int) -> Iterator[app.Served]:
+    demo = build_app(studio, queue_size=16, preview_side=preview_side)  # type: ignore[arg-type]
     try:
         yield app.serve(demo, host="127.0.0.1", port=free_port())
     finally:
         demo.close()
+
+
+@pytest.fixture(scope="module")
+def served(timed_studio: TimedStudio) -> Iterator[app.Served]:
+    """The app as app.py serves it here: tiny weights on the CPU, so live previews at 256 px."""
+    with serving(timed_studio, app.preview_side(timed_studio, None)) as served:  # type: ignore[arg-type]
+        yield served
 
 
 @pytest.fixture(scope="module")
@@ -107,19 +115,26 @@ def browser_context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object
             context.close()
 
 
-@pytest.fixture
-def page(browser_context: object, served: app.Served, request: pytest.FixtureRequest) -> Iterator[object]:
+@contextmanager
+def opened_page(browser_context: object, url: str, name: str) -> Iterator[object]:
+    """A fresh tab on the app; a screenshot when done; JavaScript errors fail the test."""
     page = browser_context.new_page()  # type: ignore[attr-defined]
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
-    page.goto(served.local_url)
+    page.goto(url)
     page.wait_for_selector("#banner", timeout=WAIT_MS)
     try:
         yield page
     finally:
-        screenshot(page, request.node.name)
+        screenshot(page, name)
         page.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture
+def page(browser_context: object, served: app.Served, request: pytest.FixtureRequest) -> Iterator[object]:
+    with opened_page(browser_context, served.local_url, request.node.name) as page:
+        yield page
 
 
 def screenshot(page: object, name: str) -> None:
@@ -296,13 +311,63 @@ def report(name: str, rows: list[Stroke], notes: str) -> str:
     return text
 
 
-def test_stroke_latency_benchmark(page: object, timed_studio: TimedStudio, capsys: pytest.CaptureFixture[str]) -> None:
-    open_tab(page, "Sketch to image")
-    page.get_by_role("button", name="Brush").click()  # type: ignore[attr-defined]
-    rows = measure_strokes(page, "#sketch-canvas canvas", "sketch-output", BENCHMARK_STROKES,
-                           lambda since: timed_studio.calls_since(since, "sketch_to_image"))
-    text = report("app-canvas", rows, "The app's sketch tab (SketchCanvas, PNG data URL, tiny weights, CPU).")
+@pytest.mark.parametrize("preview_side", [256, 512])
+def test_stroke_latency_benchmark(browser_context: object, timed_studio: TimedStudio, preview_side: int,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    name = f"app-canvas-preview-{preview_side}"
+    with serving(timed_studio, preview_side) as served, opened_page(browser_context, served.local_url, name) as page:
+        open_tab(page, "Sketch to image")
+        page.get_by_role("button", name="Brush").click()  # type: ignore[attr-defined]
+        rows = measure_strokes(page, "#sketch-canvas canvas", "sketch-output", BENCHMARK_STROKES,
+                               lambda since: timed_studio.calls_since(since, "sketch_to_image"))
+    notes = (f"The app's sketch tab: the light canvas sends a 512 px PNG data URL per stroke; the live preview "
+             f"runs the model on it scaled to {preview_side} px. Tiny weights, CPU.")
+    text = report(name, rows, notes)
     with capsys.disabled():
         print("\n" + text)
     assert len(rows) == BENCHMARK_STROKES
     assert all(row.up_to_start_ms >= 0 and row.up_to_shown_ms > row.work_ms for row in rows)
+
+
+SKETCHPAD_VARIANTS = {
+    "sketchpad-default": ({}, "change"),
+    "sketchpad-512-png": ({"canvas_size": (512, 512), "format": "png"}, "change"),
+    "sketchpad-256-png-one-layer": ({"canvas_size": (256, 256), "format": "png", "layers": False}, "change"),
+    "sketchpad-256-png-one-layer-input": ({"canvas_size": (256, 256), "format": "png", "layers": False}, "input"),
+}
+
+
+@pytest.mark.skipif(os.environ.get("STUDIO_LATENCY_BASELINE") != "1",
+                    reason="baseline for ui/LATENCY.md; run with STUDIO_LATENCY_BASELINE=1")
+@pytest.mark.parametrize("variant", list(SKETCHPAD_VARIANTS))
+def test_sketchpad_baseline_latency(browser_context: object, variant: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """What the issue measured: a plain gr.Sketchpad wired to a function that does nothing."""
+    import gradio as gr
+    from PIL import Image
+
+    options, event = SKETCHPAD_VARIANTS[variant]
+    calls: list[Call] = []
+
+    def nothing(_sketch: object) -> Image.Image:
+        now = time.time()
+        calls.append(Call("nothing", now, now))
+        return Image.new("RGB", (64, 64), (len(calls) * 40 % 256, 0, 0))
+
+    with gr.Blocks() as demo:
+        gr.HTML("<p>baseline</p>", elem_id="banner")
+        sketchpad = gr.Sketchpad(elem_id="baseline-sketchpad", **options)
+        output = gr.Image(elem_id="baseline-output")
+        getattr(sketchpad, event)(nothing, sketchpad, output, show_progress="hidden", trigger_mode="always_last")
+    demo.queue()
+    try:
+        demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+        with opened_page(browser_context, demo.local_url, variant) as page:
+            page.get_by_role("button", name="Brush").first.click()  # type: ignore[attr-defined]
+            rows = measure_strokes(page, "#baseline-sketchpad canvas", "baseline-output", 6,
+                                   lambda since: [call for call in calls if call.start >= since])
+    finally:
+        demo.close()
+    text = report(variant, rows, f"gr.Sketchpad({options}) .{event} -> a function that does nothing.")
+    with capsys.disabled():
+        print("\n" + text)
+    assert len(rows) == 6

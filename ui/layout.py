@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import gradio as gr
 
 from ui import edit_tab, sketch_tab, text_tab, translate_tab
+from ui.canvas import CANVAS_SIDE
 
 if TYPE_CHECKING:
     from pipelines import Studio
@@ -34,14 +35,15 @@ def banner_html(studio: Studio) -> str:
     return f'<div class="banner-body {kind}" data-source="{source.active}">{"".join(lines)}</div>'
 
 
-def build_app(studio: Studio, *, queue_size: int) -> gr.Blocks:
+def build_app(studio: Studio, *, queue_size: int, preview_side: int = CANVAS_SIDE) -> gr.Blocks:
     """The Blocks app on its queue: at most queue_size waiting requests, and every model call in
-    the one GPU concurrency group, one at a time."""
+    the one GPU concurrency group, one at a time. Live sketch previews run on the drawing scaled
+    to fit preview_side pixels (the model's cost grows with the pixel count)."""
     with gr.Blocks(title=TITLE, delete_cache=DELETE_CACHE) as demo:
         gr.HTML(banner_html(studio), css_template=BANNER_CSS, js_on_load=None, elem_id="banner")
         with gr.Tabs():
             text_tab.build(studio)
-            sketch_tab.build(studio)
+            sketch_tab.build(studio, preview_side=preview_side)
             translate_tab.build(studio)
             edit_tab.build(studio)
     demo.queue(max_size=queue_size, default_concurrency_limit=1)

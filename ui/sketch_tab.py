@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import gradio as gr
-from PIL import Image
+from PIL import Image, ImageOps
 
 from ui.canvas import drawing_from, drawing_value, sketch_canvas
 from ui.styles import NO_STYLE, STYLES, apply_style
@@ -31,13 +31,19 @@ def style_choice(elem_id: str) -> gr.Dropdown:
     return gr.Dropdown(list(STYLES), value=NO_STYLE, label="Style", elem_id=elem_id)
 
 
-def build(studio: Studio) -> None:
+def build(studio: Studio, *, preview_side: int) -> None:
+    """preview_side: live previews (strokes, sliders) run on the sketch scaled to fit this many
+    pixels; the Generate button always uses the full drawing."""
     with gr.Tab("Sketch to image", id="sketch"), gr.Tabs():
-        build_sketch_mode(studio)
+        build_sketch_mode(studio, preview_side)
         build_edge_mode(studio)
 
 
-def build_sketch_mode(studio: Studio) -> None:
+def scaled_to_fit(image: Image.Image, side: int) -> Image.Image:
+    return ImageOps.contain(image, (side, side), Image.Resampling.LANCZOS) if max(image.size) > side else image
+
+
+def build_sketch_mode(studio: Studio, preview_side: int) -> None:
     with gr.Tab("Draw a sketch", id="draw"):
         with gr.Row():
             with gr.Column():
@@ -56,14 +62,18 @@ def build_sketch_mode(studio: Studio) -> None:
                     elem_id="sketch-examples")
 
     def draw(drawing: str, prompt: str, style: str, gamma: float, seed: int) -> Image.Image | None:
-        """The live view: a blank canvas clears the output instead of raising."""
-        return generate_from(drawing, prompt, style, gamma, seed) if drawing else None
+        """The live view, at preview size; a blank canvas clears the output instead of raising."""
+        sketch = drawing_from(drawing)
+        if sketch is None:
+            return None
+        return run_task(studio.sketch_to_image, scaled_to_fit(sketch, preview_side), apply_style(style, prompt),
+                        gamma=gamma, seed=seed)
 
     def generate_from(drawing: str, prompt: str, style: str, gamma: float, seed: int) -> Image.Image:
-        if not drawing:
+        sketch = drawing_from(drawing)
+        if sketch is None:
             raise gr.Error("The canvas is empty: draw a sketch or load one first.", print_exception=False)
-        return run_task(studio.sketch_to_image, drawing_from(drawing), apply_style(style, prompt), gamma=gamma,
-                        seed=seed)
+        return run_task(studio.sketch_to_image, sketch, apply_style(style, prompt), gamma=gamma, seed=seed)
 
     def sketch_to_image(sketch: Image.Image, prompt: str, gamma: float, seed: int) -> Image.Image:
         return run_task(studio.sketch_to_image, sketch, prompt, gamma=gamma, seed=seed)
