@@ -4,6 +4,7 @@ endpoints, error messages, login, upload limit, file serving and the queue limit
 from __future__ import annotations
 
 import inspect
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -102,6 +103,17 @@ def test_translate_returns_an_image_for_every_direction(client: Client, directio
 def test_edit_returns_an_image_at_the_photo_size(client: Client) -> None:
     result = client.predict(handle_file(PHOTO), "the street in snow", 0.5, 2, api_name="/edit")
     assert opened(result).size == Image.open(PHOTO).size
+
+
+def test_readme_api_example_runs(served: app.Served, monkeypatch: pytest.MonkeyPatch,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    readme = (ASSETS.parent.parent / "README.md").read_text(encoding="utf-8")
+    code = re.search(r"```python\n(.*?)```", readme, re.S).group(1)  # type: ignore[union-attr]
+    assert '"http://127.0.0.1:7860"' in code
+    monkeypatch.chdir(ASSETS.parent.parent)
+    exec(code.replace("http://127.0.0.1:7860", served.local_url), {})
+    paths = capsys.readouterr().out.split()[-3:]
+    assert [opened(path).size for path in paths] == [(512, 512), Image.open(PHOTO).size, Image.open(SKETCH).size]
 
 
 # --- bad input comes back with the pipeline's message ------------------------------------------

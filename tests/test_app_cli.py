@@ -148,3 +148,10 @@ def test_startup_shows_progress_and_the_live_weights(shared_offline: tuple[Runni
     output = "\n".join(running.seen)
     assert "[  0%]" in output and "[100%]" in output
     assert "Weights: tiny" in output and "python app.py --source hub" in output
+
+
+def test_live_previews_are_smaller_on_the_cpu_unless_asked(studio: object) -> None:
+    assert app.preview_side(studio, None) == app.CPU_PREVIEW_SIDE  # the tiny studio runs on the CPU
+    assert app.preview_side(studio, 512) == 512
+    with pytest.raises(SystemExit):
+        app.parser().parse_args(["--preview-size", "100"])

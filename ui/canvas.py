@@ -39,10 +39,11 @@ TEMPLATE = """
 """
 
 CSS = """
-.sketch-canvas { display: flex; flex-direction: column; gap: 6px; }
-.tools { display: flex; gap: 6px; flex-wrap: wrap; }
-.tools button { padding: 4px 12px; border: 1px solid var(--border-color-primary); border-radius: 6px;
-  background: var(--background-fill-secondary); color: var(--body-text-color); cursor: pointer; }
+.sketch-canvas { display: flex; flex-direction: column; gap: 6px; padding-top: 26px; }
+.tools { display: flex; gap: 6px; flex-wrap: wrap; align-items: center; }
+.tools button { margin: 0; padding: 4px 12px; font: inherit; line-height: 1.4; border-radius: 6px;
+  border: 1px solid var(--border-color-primary); background: var(--background-fill-secondary);
+  color: var(--body-text-color); cursor: pointer; }
 .tools button[aria-pressed="true"] { background: var(--color-accent); color: white; }
 canvas { width: 100%; max-width: ${side}px; aspect-ratio: 1; background: #fff; cursor: crosshair;
   border: 1px solid var(--border-color-primary); border-radius: 6px; touch-action: none; }
