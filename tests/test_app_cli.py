@@ -110,12 +110,13 @@ class Running:
 
 def offline_env() -> dict[str, str]:
     """The share server cannot be reached: HTTPS goes to a closed local port (fast and certain even
-    on a machine with internet); local addresses bypass the proxy."""
+    on a machine with internet); local addresses bypass the proxy. One torch thread: on a busy
+    2-core machine two OpenMP threads in the start-up warm-up wait on each other for minutes."""
     env = dict(os.environ)
     dead = f"http://127.0.0.1:{free_port()}"
     env.update(HTTPS_PROXY=dead, https_proxy=dead, HTTP_PROXY=dead, http_proxy=dead, ALL_PROXY=dead,
                NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost", HF_HUB_OFFLINE="1",
-               GRADIO_ANALYTICS_ENABLED="False")
+               GRADIO_ANALYTICS_ENABLED="False", OMP_NUM_THREADS="1")
     return env
 
 
