@@ -229,6 +229,16 @@ def test_undo_brings_back_the_earlier_image_and_clear_empties_the_output(page: o
         "() => !document.querySelector('#sketch-output img')", timeout=WAIT_MS)
 
 
+def test_oversized_upload_is_refused_with_a_message(page: object, tmp_path: Path) -> None:
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\x89PNG" + b"\0" * (11 * 1024 * 1024))
+    open_tab(page, "Edit")
+    page.locator("#edit-photo input[type=file]").set_input_files(str(big))  # type: ignore[attr-defined]
+    toast = page.get_by_text("exceed the maximum allowed size of 10.0 Mb")  # type: ignore[attr-defined]
+    toast.wait_for(timeout=WAIT_MS)
+    assert image_src(page, "edit-photo") is None
+
+
 EXAMPLE_RUNS = [
     (("Text to image",), "text-examples", "text-output"),
     (("Sketch to image", "Draw a sketch"), "sketch-examples", "sketch-output"),
