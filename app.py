@@ -76,9 +76,9 @@ def parser() -> argparse.ArgumentParser:
     models.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default="auto",
                         help="default: float16 on CUDA, float32 on the CPU")
     models.add_argument("--preview-size", type=int, choices=range(64, FULL_PREVIEW_SIDE + 1, 64), metavar="PIXELS",
-                        help=f"side of the live sketch previews, a multiple of 64 up to {FULL_PREVIEW_SIDE} (the Generate button "
-                             f"always uses the full {FULL_PREVIEW_SIDE}px drawing); default: {FULL_PREVIEW_SIDE} "
-                             f"on a GPU, {CPU_PREVIEW_SIDE} on the CPU")
+                        help=f"side of the live sketch previews, a multiple of 64 up to {FULL_PREVIEW_SIDE} (the "
+                             f"Generate button always uses the full {FULL_PREVIEW_SIDE}px drawing); default: "
+                             f"{FULL_PREVIEW_SIDE} on a GPU, {CPU_PREVIEW_SIDE} on the CPU")
     serving = parse.add_argument_group("serving")
     serving.add_argument("--host", default="127.0.0.1",
                          help="address to listen on; 0.0.0.0 shares the app on your LAN (default: 127.0.0.1)")

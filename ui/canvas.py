@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+
 import gradio as gr
 from PIL import Image, ImageOps, UnidentifiedImageError
 
