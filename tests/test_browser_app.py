@@ -170,6 +170,8 @@ def open_tab(page: object, *names: str) -> None:
 def canvas_box(page: object, selector: str) -> dict[str, float]:
     canvas = page.locator(selector).first  # type: ignore[attr-defined]
     canvas.scroll_into_view_if_needed()
+    if "sketch-canvas" in selector:  # the app's canvas says when its script listens
+        page.wait_for_selector(f"{selector}[data-ready=true]", timeout=WAIT_MS)  # type: ignore[attr-defined]
     box = canvas.bounding_box()
     assert box is not None
     return box

@@ -51,7 +51,7 @@ canvas { width: 100%; max-width: ${side}px; aspect-ratio: 1; background: #fff; c
 """
 
 # Runs once per page load with `element`, `props` and `watch` from gr.HTML. Setting props.value
-# makes Gradio fire the component's change event.
+# makes Gradio fire the component's change event. data-ready marks the canvas as listening.
 JS = """
 const canvas = element.querySelector('canvas');
 const ctx = canvas.getContext('2d', { willReadFrequently: true });
@@ -142,6 +142,7 @@ buttons.forEach((button) => button.addEventListener('click', () => {
 
 watch('value', () => { if (props.value !== published) show(props.value); });
 show(props.value);
+canvas.dataset.ready = 'true';
 """
 
 
