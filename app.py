@@ -122,7 +122,7 @@ def load_studio(args: argparse.Namespace) -> Studio:
 def preview_side(studio: Studio, requested: int | None) -> int:
     if requested is not None:
         return requested
-    return CPU_PREVIEW_SIDE if studio.store.device.type == "cpu" else FULL_PREVIEW_SIDE
+    return CPU_PREVIEW_SIDE if studio.device.type == "cpu" else FULL_PREVIEW_SIDE
 
 
 def lan_address() -> str | None:

@@ -55,6 +55,10 @@ class Studio:
         return self.store.source
 
     @property
+    def device(self) -> torch.device:
+        return self.store.device
+
+    @property
     def unavailable_tasks(self) -> dict[str, str]:
         return dict(self.store.unavailable_tasks)
 
