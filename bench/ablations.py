@@ -106,18 +106,27 @@ def default_ablations(device: torch.device) -> list[AblationName]:
     return [name for name in ABLATIONS if name not in skipped]
 
 
+CPU_DEFAULT_REASONS: dict[AblationName, str] = {
+    "compile": "left out of CPU runs by default, to keep the full-size CPU run short on shared cores "
+               "(ask for it with --ablations compile)",
+    "precision": "left out of CPU runs by default: without bf16 instructions the CPU multiplies bf16 matrices "
+                 "far slower than fp32 (see the matmul rates), so a full-size bf16 UNet call takes minutes "
+                 "(ask for it with --ablations precision)",
+}
+
+
 def not_measured_reasons(names: list[AblationName], device: torch.device) -> list[NotMeasured]:
     """Rows for the optimisations this run leaves out, with the reason."""
-    reasons: dict[AblationName, str] = {} if device.type == "cuda" else {
-        "cuda_graphs": "CUDA graphs need a CUDA device",
-        "compile": "left out of CPU runs by default, to keep the full-size CPU run short on shared cores "
-                   "(ask for it with --ablations compile)",
-        "precision": "left out of CPU runs by default: without bf16 instructions the CPU multiplies bf16 "
-                     "matrices far slower than fp32 (see the matmul rates), so a full-size bf16 UNet call takes "
-                     "minutes (ask for it with --ablations precision)",
-    }
-    return [NotMeasured(name, reasons.get(name, "not asked for (--ablations)"))
-            for name in ABLATIONS if name not in names]
+    chose_defaults = names == default_ablations(device)
+
+    def reason(name: AblationName) -> str:
+        if name in CUDA_ONLY and device.type != "cuda":
+            return "CUDA graphs need a CUDA device"
+        if chose_defaults and name in CPU_DEFAULT_REASONS:
+            return CPU_DEFAULT_REASONS[name]
+        return "not asked for (--ablations)"
+
+    return [NotMeasured(name, reason(name)) for name in ABLATIONS if name not in names]
 
 
 def run_ablations(store: ModelStore, preview_decoder: AutoencoderTiny, inputs: BenchInputs,

@@ -44,6 +44,15 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def precision_flags(device: torch.device) -> dict[str, bool]:
+    """torch's TF32 switches, which decide how fast the fp32 baseline runs on a GPU (defaults:
+    cuDNN convolutions in TF32, matmuls in full fp32)."""
+    if device.type != "cuda":
+        return {}
+    return {"cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+            "cudnn.allow_tf32": torch.backends.cudnn.allow_tf32}
+
+
 def library_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     versions.update({name: version(name) for name in LIBRARIES})

@@ -18,7 +18,7 @@ GIB = 2**30
 GPU_TARGETS: dict[BenchTask, float] = {"text_to_image_preview": 150.0, "text_to_image": 60.0, "edit": 40.0,
                                        "edge_to_image": 40.0, "sketch_to_image": 40.0, "translate": 40.0}
 TARGET_SPEEDUP = 5.0
-TARGET_RESIDENT_GIB = 7.0
+TARGET_RESIDENT_BYTES = 7e9  # the issue's 7 GB
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -86,9 +86,10 @@ def target_rows(report: BenchReport) -> list[list[str]]:
             rows.append([f"`{result.task}` speed-up", f">= {TARGET_SPEEDUP:g}x", f"{speedup:.2f}x",
                          _met(speedup >= TARGET_SPEEDUP)])
     if report.ours_phase is not None:
-        resident = report.ours_phase.resident_bytes / GIB
-        rows.append(["all tasks resident", f"<= {TARGET_RESIDENT_GIB:g} GiB", f"{resident:.2f} GiB",
-                     _met(resident <= TARGET_RESIDENT_GIB)])
+        resident = report.ours_phase.resident_bytes
+        rows.append([f"all tasks resident ({report.ours_phase.tasks_installed} img2img-turbo + base + TAESD)",
+                     f"<= {TARGET_RESIDENT_BYTES / 1e9:g} GB", f"{resident / 1e9:.2f} GB",
+                     _met(resident <= TARGET_RESIDENT_BYTES)])
     return rows
 
 
@@ -113,6 +114,8 @@ def to_markdown(report: BenchReport) -> str:
         f"- Device: {report.device_name}",
         "- Libraries: " + ", ".join(f"{name} {version}" for name, version in report.versions.items()),
         f"- Command: `{config.command}`",
+        *([f"- TF32 switches: {', '.join(f'{k}={v}' for k, v in report.precision_flags.items())}"]
+          if report.precision_flags else []),
         f"- Ours: {_dtype_name(config.dtype)}, {config.acceleration.describe()}, caption embeddings cached, "
         "timesteps prepared; the app's pipeline functions (translate: its run_task call at this size)",
         "- Baseline: fp32, eager, diffusers' default attention (SDPA), contiguous memory format",
@@ -123,7 +126,8 @@ def to_markdown(report: BenchReport) -> str:
     for name, phase in (("ours", report.ours_phase), ("baseline", report.baseline_phase)):
         if phase is not None:
             warm = f", app warm-up (Studio.warm_up) {phase.warm_up_s:.1f} s" if phase.warm_up_s is not None else ""
-            lines.append(f"- Build ({name}): {phase.build_s:.1f} s; resident after build, all its tasks loaded: "
+            lines.append(f"- Build ({name}): {phase.build_s:.1f} s; resident after build with "
+                         f"{phase.tasks_installed} img2img-turbo tasks installed: "
                          f"{phase.resident_bytes / GIB:.2f} GiB{warm}")
     lines += [f"- Total wall time: {report.total_s:.0f} s", "", "#### Tasks", ""]
     lines += _table(["task", "implementation", "median ms", "p95 ms", "images/s", "first call s",

@@ -15,11 +15,12 @@ from torch.utils.flop_counter import FlopCounterMode
 from bench.ablations import (Ablation, AblationName, NotMeasured, ablation_store_tasks, not_measured_reasons,
                              run_ablations)
 from bench.build import Scale, build_preview_decoder, build_store, diffusers_pipelines
-from bench.hardware import MatmulRate, device_description, library_versions, matmul_rate
+from bench.hardware import MatmulRate, device_description, library_versions, matmul_rate, precision_flags
 from bench.measure import Measurement, current_memory, measure, memory_kind, timed
 from bench.tasks import (BASELINE_LABELS, Baseline, BenchInputs, BenchTask, baseline_call, ours_call,
                          store_tasks)
 from models.acceleration import Acceleration, accelerate
+from models.specs import CHECKPOINTS
 from pipelines.studio import Studio
 
 Progress = Callable[[str], None]
@@ -67,7 +68,8 @@ class TaskResult:
 @dataclass
 class PhaseInfo:
     build_s: float
-    resident_bytes: int
+    resident_bytes: int  # right after the build, with `tasks_installed` img2img-turbo tasks on the base
+    tasks_installed: int
     warm_up_s: float | None = None
 
 
@@ -77,6 +79,7 @@ class BenchReport:
     date: str
     device_name: str
     versions: dict[str, str]
+    precision_flags: dict[str, bool]
     memory_kind: str
     matmul: list[MatmulRate]
     ours_phase: PhaseInfo | None = None
@@ -96,6 +99,7 @@ def run_benchmark(config: BenchConfig, progress: Progress = lambda message: None
     report = BenchReport(
         config=config, date=datetime.now(timezone.utc).strftime("%Y-%m-%d"),
         device_name=device_description(config.device), versions=library_versions(),
+        precision_flags=precision_flags(config.device),
         memory_kind=memory_kind(config.device), matmul=matmul_rates(config),
         tasks=[TaskResult(task, BASELINE_LABELS[task]) for task in config.tasks],
         not_measured=not_measured_reasons(config.ablations, config.device))
@@ -125,12 +129,13 @@ def release_memory(device: torch.device) -> None:
 
 
 def run_ours(config: BenchConfig, inputs: BenchInputs, results: list[TaskResult], progress: Progress) -> PhaseInfo:
-    """Build the store in our dtype with every task resident, apply our settings, measure."""
+    """Build the store in our dtype with all six img2img-turbo tasks resident (as the app keeps
+    them), apply our settings, measure."""
     build_start = time.perf_counter()
-    store = build_store(config.scale, config.device, config.dtype, store_tasks(config.tasks))
+    store = build_store(config.scale, config.device, config.dtype, list(CHECKPOINTS))
     preview_decoder = build_preview_decoder(config.scale, config.device, config.dtype)
     accelerate(store, config.acceleration, preview_decoder)
-    phase = PhaseInfo(time.perf_counter() - build_start, current_memory(config.device))
+    phase = PhaseInfo(time.perf_counter() - build_start, current_memory(config.device), len(store.tasks))
     progress(f"ours: built in {phase.build_s:.1f} s")
     if config.warm_up:
         phase.warm_up_s = timed(Studio(store).warm_up, config.device)
@@ -151,7 +156,7 @@ def run_baseline(config: BenchConfig, inputs: BenchInputs, report: BenchReport, 
     preview_decoder = build_preview_decoder(config.scale, config.device, torch.float32)
     text_to_image, image_to_image = diffusers_pipelines(store.base)
     baseline = Baseline(store, text_to_image, image_to_image)
-    phase = PhaseInfo(time.perf_counter() - build_start, current_memory(config.device))
+    phase = PhaseInfo(time.perf_counter() - build_start, current_memory(config.device), len(store.tasks))
     progress(f"baseline: built in {phase.build_s:.1f} s")
     for result in report.tasks:
         result.baseline = _measured(baseline_call(result.task, baseline, inputs), config, result, "baseline")

@@ -12,7 +12,12 @@ import torch
 
 from bench.ablations import ABLATIONS, default_ablations, not_measured_reasons
 from bench.cli import main
+from bench.hardware import MatmulRate
+from bench.measure import Measurement
+from bench.report import to_markdown
+from bench.run import BenchConfig, BenchReport, PhaseInfo, TaskResult
 from bench.tasks import BENCH_TASKS
+from models.acceleration import Acceleration
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +85,7 @@ def test_phases_record_build_and_resident_memory(tiny_run: tuple[dict[str, Any],
     for phase in (report["ours_phase"], report["baseline_phase"]):
         assert phase["build_s"] > 0
         assert phase["resident_bytes"] > 0
+    assert report["ours_phase"]["tasks_installed"] == 6  # every task, as the app keeps them
     assert report["ours_phase"]["warm_up_s"] > 0
     assert report["baseline_phase"]["warm_up_s"] is None
     assert report["config"]["scale"] == "tiny"
@@ -113,3 +119,25 @@ def test_cpu_defaults_leave_out_the_slow_and_the_cuda_only_ablations() -> None:
     reasons = {item.optimisation: item.reason for item in not_measured_reasons(cpu_default, torch.device("cpu"))}
     assert set(reasons) == {"precision", "compile", "cuda_graphs"}
     assert all(reasons.values())
+
+
+def test_gpu_report_checks_the_issue_targets() -> None:
+    """The CUDA-only part of the report, rendered from made-up measurements (no GPU here)."""
+    def timing(seconds: float) -> Measurement:
+        return Measurement(first_call_s=30.0, times_s=(seconds, seconds), peak_memory_bytes=5 * 10**9)
+
+    config = BenchConfig(device=torch.device("cuda"), dtype=torch.float16, size=512, repeats=2,
+                         tasks=["text_to_image", "edit"], ablations=[], acceleration=Acceleration())
+    tasks = [TaskResult("text_to_image", "diffusers", ours=timing(0.010), baseline=timing(0.080), flops=3.16e12),
+             TaskResult("edit", "diffusers", ours=timing(0.050), baseline=timing(0.100), flops=4.24e12)]
+    report = BenchReport(config=config, date="2026-11-22", device_name="GPU", versions={}, precision_flags={},
+                         memory_kind="GPU max allocated", matmul=[MatmulRate("float16", 8192, 700.0)],
+                         ours_phase=PhaseInfo(build_s=5.0, resident_bytes=int(3.9e9), tasks_installed=6),
+                         tasks=tasks)
+    markdown = to_markdown(report)
+    assert "#### Issue 4 targets" in markdown
+    assert "| `text_to_image` images/s | >= 60 | 100 | yes |" in markdown
+    assert "| `edit` images/s | >= 40 | 20 | **no** |" in markdown
+    assert "| `edit` speed-up | >= 5x | 2.00x | **no** |" in markdown
+    assert "<= 7 GB | 3.90 GB | yes |" in markdown
+    assert "| `text_to_image` | 3.160 | 4.5 | 222 | 100 | 45% |" in markdown  # floor: 3.16 TFLOP / 700 TFLOP/s
