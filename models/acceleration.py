@@ -46,9 +46,9 @@ class Acceleration:
 
     @classmethod
     def for_device(cls, device: torch.device) -> Acceleration:
-        """The defaults: everything on CUDA; on the CPU only SDPA (channels_last was slower or no
-        faster in this project's CPU runs, and compiling took over a minute per task even for the
-        tiny models: see bench/RESULTS.md)."""
+        """The defaults: everything on CUDA; on the CPU only SDPA (in this project's CPU runs
+        channels_last slowed the UNet and did not help the VAE consistently, and compiling took
+        over a minute per task even for the tiny models: see bench/RESULTS.md)."""
         if device.type == "cuda":
             return cls(attention="sdpa", channels_last=True, compile_mode="reduce-overhead")
         return cls(attention="sdpa", channels_last=False, compile_mode="off")
