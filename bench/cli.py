@@ -75,10 +75,12 @@ def config_from_args(args: argparse.Namespace, command: str) -> BenchConfig:
     if "cuda_graphs" in ablations and kind != "cuda":
         raise argparse.ArgumentTypeError("--ablations cuda_graphs needs a CUDA device")
     tasks: list[BenchTask] = _names(args.tasks, BENCH_TASKS, "--tasks")  # type: ignore[assignment]
-    size = args.size or (TINY_SIZE if args.tiny else DEFAULT_SIZES.get(kind, 256))
+    size = args.size if args.size is not None else (TINY_SIZE if args.tiny else DEFAULT_SIZES.get(kind, 256))
     if size % 8 or not 256 <= size <= 1024:
         raise argparse.ArgumentTypeError(f"--size {size}: use a multiple of 8 from 256 to 1024")
-    repeats = args.repeats or DEFAULT_REPEATS.get(kind, 2)
+    repeats = args.repeats if args.repeats is not None else DEFAULT_REPEATS.get(kind, 2)
+    if repeats < 1:
+        raise argparse.ArgumentTypeError(f"--repeats {repeats}: at least 1")
     count_flops = args.flops if args.flops is not None else (kind == "cuda" or args.tiny)
     return BenchConfig(device=device, dtype=resolve_dtype(args.dtype, device), size=size, repeats=repeats,
                        tasks=tasks, ablations=ablations, acceleration=acceleration,

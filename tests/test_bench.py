@@ -103,7 +103,8 @@ def test_markdown_names_the_command_and_every_table(tiny_run: tuple[dict[str, An
     assert "Issue 4 targets" not in markdown  # GPU-only section
 
 
-@pytest.mark.parametrize("arguments", [["--tasks", "painting"], ["--size", "100"], ["--ablations", "magic"],
+@pytest.mark.parametrize("arguments", [["--tasks", "painting"], ["--size", "100"], ["--size", "0"],
+                                       ["--repeats", "0"], ["--ablations", "magic"], ["--ablations", "cuda_graphs"],
                                        ["--compile-mode", "fast"]])
 def test_bad_arguments_are_refused(arguments: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
