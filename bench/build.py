@@ -17,7 +17,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from models.configs import FULL_TEXT_ENCODER_CONFIG, FULL_UNET_CONFIG, FULL_VAE_CONFIG, SCHEDULER_CONFIG
 from models.img2img_turbo import load_tasks
-from models.sd_turbo import SDTurbo, build_tiny_sd_turbo
+from models.sd_turbo import SDTurbo, assemble_sd_turbo, build_tiny_sd_turbo
 from models.sources import SourceInfo
 from models.specs import TaskName
 from models.store import ModelStore
@@ -40,10 +40,8 @@ def build_full_base(device: torch.device, dtype: torch.dtype, tokenizer_dir: Pat
         text_encoder = CLIPTextModel(CLIPTextConfig(**FULL_TEXT_ENCODER_CONFIG))
         unet = UNet2DConditionModel(**FULL_UNET_CONFIG)
         vae = AutoencoderKL(**FULL_VAE_CONFIG)
-    for module in (text_encoder, unet, vae):
-        module.eval().requires_grad_(False).to(device=device, dtype=dtype)
-    alphas_cumprod = DDPMScheduler.from_config(SCHEDULER_CONFIG).alphas_cumprod.to(device=device, dtype=torch.float32)
-    return SDTurbo(tokenizer, text_encoder, unet, vae, alphas_cumprod, device, dtype)
+    return assemble_sd_turbo(tokenizer, text_encoder, unet, vae, DDPMScheduler.from_config(SCHEDULER_CONFIG),
+                             device, dtype)
 
 
 def build_store(scale: Scale, device: torch.device, dtype: torch.dtype, tasks: list[TaskName]) -> ModelStore:

@@ -13,7 +13,6 @@ conv_in, skip convs, and VAE tensors that differ from the base), in a canonical 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import pickle
 import re
@@ -25,6 +24,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from models.downloads import file_sha256, recorded_sha256
 from models.specs import TaskCheckpointSpec, TaskName, VaeSide
 
 FORMAT_VERSION = "1"
@@ -216,7 +216,7 @@ def convert_released(path: Path, spec: TaskCheckpointSpec, base_vae_state: Mappi
             weights = convert_cyclegan(raw, spec.task, spec.vae_side, base_vae_state)
     except CheckpointError as error:
         raise CheckpointError(f"{path}: {error}") from error
-    weights.source_sha256 = file_sha256(path)
+    weights.source_sha256 = recorded_sha256(path) or file_sha256(path)  # a download has it already
     return weights
 
 
@@ -279,11 +279,3 @@ def load_task_weights(path: Path) -> TaskWeights:
         vae_overrides=_take(tensors, "vae_override."),
         source_sha256=metadata.get("source_sha256") or None,
     )
-
-
-def file_sha256(path: Path, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()

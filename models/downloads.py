@@ -26,7 +26,7 @@ def recorded_sha256(destination: Path) -> str | None:
     return record.read_text().strip() if record.is_file() else None
 
 
-def _sha256_of(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         while chunk := handle.read(CHUNK_SIZE):
@@ -71,7 +71,7 @@ def download_file(url: str, destination: Path, expected_sha256: str | None = Non
     finally:
         if owns_client:
             client.close()
-    actual = _sha256_of(partial)
+    actual = file_sha256(partial)
     if expected and actual != expected:
         partial.unlink()
         raise DownloadError(f"{url}: sha256 {actual} does not match the expected {expected}; the file was removed")

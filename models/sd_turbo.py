@@ -80,8 +80,9 @@ def _own_memory(module: torch.nn.Module) -> None:
         parameter.data = parameter.data.clone()
 
 
-def _finish(tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel, unet: UNet2DConditionModel,
-            vae: AutoencoderKL, scheduler: DDPMScheduler, device: torch.device, dtype: torch.dtype) -> SDTurbo:
+def assemble_sd_turbo(tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel, unet: UNet2DConditionModel,
+                      vae: AutoencoderKL, scheduler: DDPMScheduler, device: torch.device, dtype: torch.dtype) -> SDTurbo:
+    """Frozen, in eval mode, on the device and in the dtype, with the scheduler's noise schedule."""
     modules = (text_encoder, unet, vae)
     for module in modules:
         if device.type == "cpu":
@@ -115,7 +116,7 @@ def load_sd_turbo(directory: Path, device: torch.device, dtype: torch.dtype) -> 
         directory, subfolder="vae", torch_dtype=dtype, use_safetensors=True,
         variant=_weights_variant(directory, "vae", "diffusion_pytorch_model.safetensors", dtype))
     scheduler = DDPMScheduler.from_pretrained(directory, subfolder="scheduler")
-    return _finish(tokenizer, text_encoder, unet, vae, scheduler, device, dtype)
+    return assemble_sd_turbo(tokenizer, text_encoder, unet, vae, scheduler, device, dtype)
 
 
 def build_tiny_sd_turbo(device: torch.device, dtype: torch.dtype, tokenizer_dir: Path) -> SDTurbo:
@@ -124,4 +125,4 @@ def build_tiny_sd_turbo(device: torch.device, dtype: torch.dtype, tokenizer_dir:
     tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
     text_encoder, unet, vae = build_tiny_networks()
     scheduler = DDPMScheduler.from_config(SCHEDULER_CONFIG)
-    return _finish(tokenizer, text_encoder, unet, vae, scheduler, device, dtype)
+    return assemble_sd_turbo(tokenizer, text_encoder, unet, vae, scheduler, device, dtype)
