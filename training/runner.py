@@ -1,0 +1,504 @@
+"""The training core every recipe runs on: flags, checkpoints, resume, records, samples.
+
+A recipe builds its networks (seeded, so a resumed run rebuilds the same frozen parts), its
+optimizers and a `step(index) -> losses` function, then hands them to `run_training`:
+
+    parser: add_common_arguments(parser, base=False, default_resolution=128)
+            --dataset --out --steps --batch-size --resolution --device --resume --seed --lr
+            --checkpoint-every --sample-every --keep-checkpoints [--base {tiny,hub,DIR}]
+
+    out = run_training(args, recipe="autoencoder",
+                       modules={"vae": vae, "disc": disc},           # what is trained
+                       optimizers={"vae": opt_g, "disc": opt_d},
+                       step=train_step,                              # (index) -> {"l1": 0.1, ...}
+                       sample=lambda png: save_grid(images, png),    # optional, writes one PNG
+                       finish=lambda model_dir: {"metric": 1.0})     # optional, writes OUT/model
+
+What `run_training` does:
+- Refuses a non-empty --out unless --resume; with --resume it refuses a run of another recipe and
+  continues from the last complete checkpoint (a fresh run if there is none yet).
+- Calls step(i) for i = start .. --steps - 1. Randomness inside a step must come from
+  `step_generator(args.seed, i)` (or `batch_indices`), or from torch's global RNG, which is
+  saved and restored; then a resumed run reaches exactly the weights of an uninterrupted one.
+- Checkpoints every --checkpoint-every steps and at the end, atomically, into
+  OUT/checkpoints/step_NNNNNN/: per module `<name>.safetensors` (its parameters that require grad
+  plus its buffers; a module with no trainable parameter, e.g. an EMA copy, is saved whole),
+  `optimizers.pt` (torch.save, read back only with torch.load(weights_only=True)), `rng.pt` and
+  `state.json` (step, loss history). Written to a `.tmp-` folder, then os.replace; older ones are
+  pruned to --keep-checkpoints. Ctrl-C or an exception leaves only complete checkpoints.
+- Every --sample-every steps and at the end calls sample(OUT/samples/step_NNNNNN.png) under
+  torch.no_grad, with the global RNG forked and the modules' train/eval modes restored after.
+- At the end calls finish(model_dir) on a temporary folder that becomes OUT/model/ (the
+  stabilityai/sd-turbo layout; `save_model_folder` writes it) and records the metrics it returns.
+- OUT/record.json (rewritten atomically at each checkpoint and at the end): recipe, status, every
+  session's command line, device, versions, steps and wall time, images/s, loss summary
+  (first/last/min/mean of the last 10%), metrics.
+- A tqdm bar shows step, the latest losses and images/s.
+
+Helpers: `step_generator`, `batch_indices`, `autocast`, `prepare_modules` (device, gradient
+checkpointing on CUDA), `save_grid`, `save_model_folder`, `base_folder` (--base to a folder),
+`resolve_device`, `TrainingInputError`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from models.configs import SCHEDULER_CONFIG
+
+RUN_FILE = "run.json"
+RECORD_FILE = "record.json"
+CHECKPOINTS = "checkpoints"
+TMP_PREFIX = ".tmp-"
+VERSIONED_PACKAGES = ("torch", "diffusers", "transformers", "peft", "safetensors", "tokenizers")
+
+StepFn = Callable[[int], Mapping[str, float]]
+SampleFn = Callable[[Path], None]
+FinishFn = Callable[[Path], Mapping[str, Any] | None]
+
+
+class TrainingInputError(ValueError):
+    """Bad input found before training starts (flags, dataset, base, --out)."""
+
+
+# ----------------------------------------------------------------------------------------- flags
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, *, base: bool = False, dataset: bool = True,
+                         default_resolution: int = 128, default_steps: int = 1000,
+                         default_batch_size: int = 16, default_lr: float = 1e-4) -> None:
+    """The flags every recipe shares; `base=True` adds --base {tiny,hub,DIR}."""
+    if dataset:
+        parser.add_argument("--dataset", type=Path, required=True, help="dataset folder")
+    parser.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, samples, record, model/)")
+    parser.add_argument("--steps", type=positive_int, default=default_steps, help="total optimizer steps")
+    parser.add_argument("--batch-size", type=positive_int, default=default_batch_size)
+    parser.add_argument("--resolution", type=positive_int, default=default_resolution, help="training size in pixels")
+    parser.add_argument("--device", default=default_device(), help="cpu, cuda, cuda:1 ... (default: %(default)s)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lr", type=float, default=default_lr, help="learning rate")
+    parser.add_argument("--checkpoint-every", type=positive_int, default=500, metavar="N")
+    parser.add_argument("--sample-every", type=positive_int, default=500, metavar="N")
+    parser.add_argument("--keep-checkpoints", type=positive_int, default=2, metavar="N",
+                        help="complete checkpoints kept (older ones are deleted)")
+    if base:
+        parser.add_argument("--base", default="tiny", metavar="{tiny,hub,DIR}",
+                            help="one-step base: tiny random weights, SD-Turbo from the Hub, or a folder "
+                                 "in the stabilityai/sd-turbo layout (e.g. a run's OUT/model)")
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value
+
+
+def resolve_device(name: str) -> torch.device:
+    """torch.device for --device, refusing CUDA where there is none."""
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TrainingInputError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+    return device
+
+
+def check_resolution(resolution: int, multiple: int = 8) -> None:
+    if resolution % multiple:
+        raise TrainingInputError(
+            f"--resolution {resolution} is not a multiple of {multiple} (the autoencoder downsamples by 8); "
+            f"try {max(multiple, resolution // multiple * multiple)}")
+
+
+def base_folder(base: str, scratch: Path) -> Path:
+    """A folder in the stabilityai/sd-turbo layout for --base: `tiny` is written into scratch,
+    `hub` is downloaded (or taken from the cache), anything else must be such a folder."""
+    from models import sources
+    from models.tiny import write_tiny_hub_layout
+
+    if base == "tiny":
+        return write_tiny_hub_layout(scratch / "tiny-base")
+    if base == "hub":
+        return sources.download_base(variant=None)
+    try:
+        return sources.check_local_dir(base)
+    except ValueError as error:
+        raise TrainingInputError(f"--base {base}: {error}") from error
+
+
+# ------------------------------------------------------------------------------ randomness, data
+
+def step_generator(seed: int, step: int, stream: int = 0, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator that is a pure function of (seed, step, stream): use it for everything random
+    in a step (batch choice, noise, timesteps) and a resumed run repeats the same draws."""
+    mixed = (seed * 1_000_003 + step) * 1_009 + stream
+    return torch.Generator(device=device).manual_seed(mixed % (2**63 - 1))
+
+
+def batch_indices(dataset_size: int, batch_size: int, seed: int, step: int) -> torch.Tensor:
+    """Indices of the batch at `step`: consecutive slices of one seeded permutation per epoch,
+    so each epoch sees every example once; a pure function of its arguments."""
+    if dataset_size < 1:
+        raise ValueError("dataset_size must be at least 1")
+    position, end = step * batch_size, (step + 1) * batch_size
+    picked: list[torch.Tensor] = []
+    while position < end:
+        epoch, offset = divmod(position, dataset_size)
+        permutation = torch.randperm(dataset_size, generator=step_generator(seed, epoch, stream=7))
+        chunk = permutation[offset:offset + end - position]
+        picked.append(chunk)
+        position += len(chunk)
+    return torch.cat(picked)
+
+
+# -------------------------------------------------------------------------------------- devices
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA; nothing (fp32) on the CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def prepare_modules(modules: Mapping[str, nn.Module], device: torch.device) -> None:
+    """Move to the device; on CUDA switch gradient checkpointing on where the model offers it."""
+    for module in modules.values():
+        module.to(device)
+        if device.type != "cuda":
+            continue
+        if hasattr(module, "enable_gradient_checkpointing") and getattr(module, "_supports_gradient_checkpointing", False):
+            module.enable_gradient_checkpointing()
+        elif hasattr(module, "gradient_checkpointing_enable") and getattr(module, "supports_gradient_checkpointing", False):
+            module.gradient_checkpointing_enable()
+
+
+# ---------------------------------------------------------------------------------------- images
+
+def save_grid(images: torch.Tensor | np.ndarray, path: Path, columns: int | None = None) -> Path:
+    """Write images as one PNG grid. Float tensors N,3,H,W in [-1, 1] (or uint8 arrays N,H,W,3)."""
+    if isinstance(images, torch.Tensor):
+        array = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        array = array.permute(0, 2, 3, 1).numpy()
+    else:
+        array = np.asarray(images, dtype=np.uint8)
+    count, height, width, _ = array.shape
+    columns = columns or math.ceil(math.sqrt(count))
+    rows = math.ceil(count / columns)
+    grid = np.full((rows * height, columns * width, 3), 255, dtype=np.uint8)
+    for index, image in enumerate(array):
+        row, column = divmod(index, columns)
+        grid[row * height:(row + 1) * height, column * width:(column + 1) * width] = image[..., :3]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid).save(path)
+    return path
+
+
+# ----------------------------------------------------------------------------- model folder (out)
+
+def save_model_folder(model_dir: Path, *, vae: nn.Module | None = None, unet: nn.Module | None = None,
+                      text_encoder: nn.Module | None = None, tokenizer: Any | None = None,
+                      scheduler_config: Mapping[str, Any] | None = SCHEDULER_CONFIG,
+                      base_dir: Path | None = None) -> Path:
+    """Write the given parts in the stabilityai/sd-turbo layout (save_pretrained, safetensors);
+    parts not given are copied from base_dir when there is one."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    for name, part in (("vae", vae), ("unet", unet), ("text_encoder", text_encoder), ("tokenizer", tokenizer)):
+        if part is not None:
+            part.save_pretrained(model_dir / name, **({} if name == "tokenizer" else {"safe_serialization": True}))
+        elif base_dir is not None and (base_dir / name).is_dir():
+            shutil.copytree(base_dir / name, model_dir / name, dirs_exist_ok=True)
+    if scheduler_config is not None:
+        (model_dir / "scheduler").mkdir(exist_ok=True)
+        (model_dir / "scheduler" / "scheduler_config.json").write_text(json.dumps(dict(scheduler_config), indent=2))
+    elif base_dir is not None and (base_dir / "scheduler").is_dir():
+        shutil.copytree(base_dir / "scheduler", model_dir / "scheduler", dirs_exist_ok=True)
+    return model_dir
+
+
+def run_model_dir(path: Path, part: str) -> Path:
+    """A run folder (its model/) or a model folder, checked to hold `part` (e.g. "vae")."""
+    for candidate in (path / "model", path):
+        if (candidate / part / "config.json").is_file():
+            return candidate
+    raise TrainingInputError(f"{path}: neither it nor {path / 'model'} holds {part}/config.json "
+                             f"(give a finished run folder or a model folder)")
+
+
+# ----------------------------------------------------------------------------------- checkpoints
+
+def checkpoint_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The parameters that require grad plus the buffers; a module with nothing trainable whole."""
+    parameters = dict(module.named_parameters())
+    state = module.state_dict()
+    if not any(p.requires_grad for p in parameters.values()):
+        keep = state
+    else:
+        keep = {key: value for key, value in state.items()
+                if key not in parameters or parameters[key].requires_grad}
+    return {key: value.detach().to("cpu", copy=True).contiguous() for key, value in keep.items()}
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step_{step:06d}"
+
+
+def complete_checkpoints(out: Path) -> list[Path]:
+    """Finished checkpoint folders, oldest first (temp folders are never listed)."""
+    folder = out / CHECKPOINTS
+    if not folder.is_dir():
+        return []
+    found = [path for path in folder.iterdir()
+             if path.is_dir() and path.name.startswith("step_") and (path / "state.json").is_file()]
+    return sorted(found, key=lambda path: path.name)
+
+
+def rng_state() -> dict[str, Any]:
+    """torch's global RNG states (recipes draw their randomness from torch only)."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def write_checkpoint(out: Path, step: int, modules: Mapping[str, nn.Module],
+                     optimizers: Mapping[str, torch.optim.Optimizer], history: list[dict[str, float]]) -> Path:
+    """Write everything to a temp folder, then os.replace it into place."""
+    final = out / CHECKPOINTS / checkpoint_name(step)
+    temp = out / CHECKPOINTS / f"{TMP_PREFIX}{checkpoint_name(step)}"
+    shutil.rmtree(temp, ignore_errors=True)
+    temp.mkdir(parents=True)
+    try:
+        for name, module in modules.items():
+            save_file(checkpoint_state(module), str(temp / f"{name}.safetensors"))
+        torch.save({name: optimizer.state_dict() for name, optimizer in optimizers.items()}, temp / "optimizers.pt")
+        torch.save(rng_state(), temp / "rng.pt")
+        (temp / "state.json").write_text(json.dumps({"step": step, "history": history}))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(temp, final)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(folder: Path, modules: Mapping[str, nn.Module],
+                    optimizers: Mapping[str, torch.optim.Optimizer]) -> tuple[int, list[dict[str, float]]]:
+    """Load modules, optimizers and RNG from a checkpoint; return (step, loss history)."""
+    for name, module in modules.items():
+        path = folder / f"{name}.safetensors"
+        if not path.is_file():
+            raise TrainingInputError(f"{path} is missing: the checkpoint was written with other modules")
+        device = next(module.parameters()).device
+        incompatible = module.load_state_dict(load_file(str(path), device=str(device)), strict=False)
+        if incompatible.unexpected_keys:
+            raise TrainingInputError(f"{path} holds keys the module lacks: {incompatible.unexpected_keys[:5]}")
+    saved = torch.load(folder / "optimizers.pt", weights_only=True, map_location="cpu")
+    if set(saved) != set(optimizers):
+        raise TrainingInputError(f"{folder / 'optimizers.pt'} has optimizers {sorted(saved)}, expected {sorted(optimizers)}")
+    for name, optimizer in optimizers.items():
+        optimizer.load_state_dict(saved[name])
+    restore_rng(torch.load(folder / "rng.pt", weights_only=True))
+    state = json.loads((folder / "state.json").read_text())
+    return int(state["step"]), list(state["history"])
+
+
+# ---------------------------------------------------------------------------------------- record
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    temp = path.with_name(f"{TMP_PREFIX}{path.name}")
+    temp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(temp, path)
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in VERSIONED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def device_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+
+
+def loss_summary(history: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    """first / last / min / mean of the last 10% of steps, per loss name."""
+    summary: dict[str, dict[str, float]] = {}
+    names = sorted({name for entry in history for name in entry})
+    for name in names:
+        values = [entry[name] for entry in history if name in entry and math.isfinite(entry[name])]
+        if not values:
+            continue
+        tail = values[-max(1, len(values) // 10):]
+        summary[name] = {"first": values[0], "last": values[-1], "min": min(values),
+                         "last_10pct_mean": sum(tail) / len(tail)}
+    return summary
+
+
+# ------------------------------------------------------------------------------------------- out
+
+def prepare_out(out: Path, recipe: str, resume: bool) -> None:
+    """Refuse a non-empty --out without --resume, or one of another recipe; mark it as ours."""
+    marker = out / RUN_FILE
+    if out.exists() and not out.is_dir():
+        raise TrainingInputError(f"--out {out} is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not marker.is_file():
+            raise TrainingInputError(f"--out {out} is not empty and is not a training run; choose an empty folder")
+        existing = json.loads(marker.read_text()).get("recipe")
+        if existing != recipe:
+            raise TrainingInputError(f"--out {out} is a run of recipe {existing!r}, not {recipe!r}")
+        if not resume:
+            raise TrainingInputError(f"--out {out} already holds a {recipe} run; pass --resume to continue it "
+                                     "or choose another folder")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(marker, {"recipe": recipe})
+    for stale in (out / CHECKPOINTS).glob(f"{TMP_PREFIX}*") if (out / CHECKPOINTS).is_dir() else ():
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def sampling_mode(modules: Mapping[str, nn.Module]) -> Iterator[None]:
+    """no_grad, a forked global RNG, and each module's train/eval mode restored afterwards."""
+    modes = {name: [m.training for m in module.modules()] for name, module in modules.items()}
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        for name, module in modules.items():
+            for submodule, mode in zip(module.modules(), modes[name], strict=True):
+                submodule.training = mode
+
+
+class _Session:
+    """Bookkeeping of one invocation (a resumed run has several sessions)."""
+
+    def __init__(self, args: argparse.Namespace, device: torch.device, start_step: int) -> None:
+        self.start_step = start_step
+        self.started = time.perf_counter()
+        self.info: dict[str, Any] = {
+            "command": [sys.executable, "-m", "training", *sys.argv[1:]] if sys.argv[0].endswith("__main__.py")
+            else [sys.executable, *sys.argv],
+            "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "device": device_description(device),
+            "versions": package_versions(),
+            "arguments": {key: str(value) for key, value in vars(args).items() if key != "run"},
+            "start_step": start_step,
+        }
+
+    def update(self, step: int, images_per_step: int) -> dict[str, Any]:
+        wall = time.perf_counter() - self.started
+        done = step - self.start_step
+        self.info.update({"end_step": step, "wall_time_s": round(wall, 2),
+                          "images_per_s": round(done * images_per_step / wall, 3) if wall > 0 else None,
+                          "s_per_step": round(wall / done, 4) if done else None})
+        return self.info
+
+
+def run_training(args: argparse.Namespace, *, recipe: str, modules: Mapping[str, nn.Module],
+                 optimizers: Mapping[str, torch.optim.Optimizer], step: StepFn,
+                 sample: SampleFn | None = None, finish: FinishFn | None = None,
+                 images_per_step: int | None = None, config: Mapping[str, Any] | None = None) -> Path:
+    """Run (or resume) a training loop in args.out; returns OUT. `config` goes into the record."""
+    out: Path = args.out
+    prepare_out(out, recipe, args.resume)
+    device = resolve_device(args.device)
+    images_per_step = images_per_step or args.batch_size
+    start, history = 0, []
+    checkpoints = complete_checkpoints(out)
+    if args.resume and checkpoints:
+        start, history = load_checkpoint(checkpoints[-1], modules, optimizers)
+    record_path = out / RECORD_FILE
+    record: dict[str, Any] = json.loads(record_path.read_text()) if args.resume and record_path.is_file() else {}
+    record.update({"recipe": recipe, "config": dict(config or {}), "total_steps": args.steps})
+    session = _Session(args, device, start)
+    record["sessions"] = [*record.get("sessions", []), session.info]
+
+    def save_record(status: str, at_step: int) -> None:
+        session.update(at_step, images_per_step)
+        record.update({"status": status, "steps_done": at_step, "loss_summary": loss_summary(history),
+                       "wall_time_s": round(sum(s.get("wall_time_s", 0) for s in record["sessions"]), 2)})
+        write_json_atomic(record_path, record)
+
+    def checkpoint(at_step: int) -> None:
+        write_checkpoint(out, at_step, modules, optimizers, history)
+        for old in complete_checkpoints(out)[:-args.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+        save_record("running", at_step)
+
+    current = start
+    status = "interrupted"
+    progress = tqdm(total=args.steps, initial=start, desc=recipe, unit="step", dynamic_ncols=True)
+    try:
+        for index in range(start, args.steps):
+            losses = {name: float(value) for name, value in step(index).items()}
+            history.append(losses)
+            current = index + 1
+            elapsed = time.perf_counter() - session.started
+            progress.set_postfix({**{k: f"{v:.4g}" for k, v in losses.items()},
+                                  "img/s": f"{(current - start) * images_per_step / max(elapsed, 1e-9):.2f}"})
+            progress.update(1)
+            if sample is not None and (current % args.sample_every == 0 or current == args.steps):
+                with sampling_mode(modules):
+                    sample(out / "samples" / f"{checkpoint_name(current)}.png")
+            if current % args.checkpoint_every == 0 or current == args.steps:
+                checkpoint(current)
+        if finish is not None:
+            record["metrics"] = dict(finish_model(out, modules, finish) or {})
+        status = "finished"
+    finally:
+        progress.close()
+        save_record(status, current)
+    return out
+
+
+def finish_model(out: Path, modules: Mapping[str, nn.Module], finish: FinishFn) -> Mapping[str, Any] | None:
+    """finish(temp folder) under sampling_mode; the folder then replaces OUT/model atomically."""
+    temp = out / f"{TMP_PREFIX}model"
+    shutil.rmtree(temp, ignore_errors=True)
+    temp.mkdir()
+    try:
+        with sampling_mode(modules):
+            metrics = finish(temp)
+        final = out / "model"
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(temp, final)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    return metrics
