@@ -1,0 +1,126 @@
+"""The one-step (UFOGen) recipe on a tiny teacher and tiny generated captioned data (CPU, seconds)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from models.sd_turbo import load_sd_turbo
+from models.tiny import write_tiny_hub_layout
+from training.__main__ import main as training_main
+from training.one_step import (FINAL_TIMESTEP, Discriminator, UFOGenSettings, encode_text, generator_inputs,
+                               sample_discriminator_steps, sample_timesteps, ufogen_step)
+
+RESOLUTION = 64
+COLOURS = {"red": (220, 30, 30), "green": (30, 180, 60), "blue": (30, 60, 220), "yellow": (240, 220, 40)}
+
+
+def write_captioned(root: Path) -> Path:
+    """A captioned image folder (imagefolder layout: train/*.png + train/metadata.jsonl) of coloured shapes."""
+    folder = root / "train"
+    folder.mkdir(parents=True)
+    rows = []
+    yy, xx = np.mgrid[:RESOLUTION, :RESOLUTION]
+    disc = (yy - 32) ** 2 + (xx - 32) ** 2 < 20 ** 2
+    square = (abs(yy - 32) < 18) & (abs(xx - 32) < 18)
+    for colour, rgb in COLOURS.items():
+        for shape, mask in (("circle", disc), ("square", square)):
+            image = np.full((RESOLUTION, RESOLUTION, 3), 255, dtype=np.uint8)
+            image[mask] = rgb
+            name = f"{colour}_{shape}.png"
+            Image.fromarray(image).save(folder / name)
+            rows.append({"file_name": name, "text": f"a {colour} {shape}"})
+    (folder / "metadata.jsonl").write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_hub_layout(tmp_path_factory.mktemp("teacher"))
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_captioned(tmp_path_factory.mktemp("captioned"))
+
+
+def run_recipe(teacher: Path, dataset: Path, out: Path, steps: int, *extra: str) -> None:
+    training_main(["one-step", "--teacher", str(teacher), "--dataset", str(dataset), "--out", str(out),
+                   "--steps", str(steps), "--batch-size", "4", "--resolution", str(RESOLUTION), "--device", "cpu",
+                   "--lr", "1e-3", "--checkpoint-every", "2", "--sample-every", "100", *extra])
+
+
+def test_timesteps_include_the_final_step_and_the_discriminator_step_is_earlier() -> None:
+    generator = torch.Generator().manual_seed(0)
+    timesteps = sample_timesteps(4000, 0.5, generator)
+    assert 0.45 < (timesteps == FINAL_TIMESTEP).float().mean() < 0.55
+    assert timesteps.min() >= 1 and timesteps.max() <= FINAL_TIMESTEP
+    for gap in (1, 250, 1000):
+        steps = sample_discriminator_steps(timesteps, gap, generator)
+        assert bool((steps < timesteps).all()) and bool((steps >= (timesteps - gap).clamp(min=0)).all())
+    assert bool((sample_discriminator_steps(timesteps, 1, generator) == timesteps - 1).all())
+    with pytest.raises(ValueError, match="--final-step-fraction"):
+        UFOGenSettings(final_step_fraction=1.5)
+
+
+def test_final_step_input_is_the_one_step_samplers_start(teacher: Path) -> None:
+    base = load_sd_turbo(teacher, torch.device("cpu"), torch.float32)
+    x0, noise = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
+    timesteps = torch.tensor([FINAL_TIMESTEP, 500])
+    x_t = generator_inputs(x0, noise, timesteps, base.alphas_cumprod)
+    assert torch.allclose(x_t[0], base.add_noise(torch.zeros_like(noise[0]), noise[0], FINAL_TIMESTEP))
+    assert torch.allclose(x_t[1], base.add_noise(x0[1], noise[1], 500), atol=1e-6)
+
+
+def test_losses_are_finite_and_reconstruction_falls_on_a_fixed_batch(teacher: Path) -> None:
+    torch.manual_seed(0)
+    base = load_sd_turbo(teacher, torch.device("cpu"), torch.float32)
+    unet = base.unet.train().requires_grad_(True)
+    discriminator = Discriminator(unet)
+    latents = torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    text = encode_text(base, ["a red circle", "a blue square", "a green circle", "a yellow square"])
+    unet_optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-4)
+    discriminator_optimizer = torch.optim.AdamW(discriminator.parameters(), lr=1e-4, betas=(0.0, 0.999))
+    history = [ufogen_step(unet, discriminator, unet_optimizer, discriminator_optimizer, latents, text,
+                           base.alphas_cumprod, UFOGenSettings(), torch.Generator().manual_seed(2))
+               for _ in range(20)]
+    # the zero-initialised head starts undecided: every logit 0, loss 2 log 2
+    assert history[0].discriminator == pytest.approx(2 * math.log(2), abs=1e-6)
+    assert all(math.isfinite(value) for losses in history
+               for value in (losses.discriminator, losses.adversarial, losses.reconstruction))
+    assert history[-1].reconstruction < 0.5 * history[0].reconstruction
+    assert history[-1].discriminator < history[0].discriminator  # the discriminator learns to tell them apart
+
+
+def test_run_resumes_exactly_and_the_model_folder_draws_in_one_step(teacher: Path, dataset: Path,
+                                                                     tmp_path: Path) -> None:
+    from pipelines.studio import Studio
+
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    run_recipe(teacher, dataset, whole, 4)
+    run_recipe(teacher, dataset, split, 2)
+    run_recipe(teacher, dataset, split, 4, "--resume")
+    for name in ("unet", "discriminator"):
+        first = load_file(str(whole / "checkpoints" / "step_000004" / f"{name}.safetensors"))
+        second = load_file(str(split / "checkpoints" / "step_000004" / f"{name}.safetensors"))
+        assert first.keys() == second.keys()
+        assert all(torch.equal(first[key], second[key]) for key in first), name
+
+    record = json.loads((whole / "record.json").read_text())
+    assert record["status"] == "finished" and record["steps_done"] == 4
+    assert {"d", "adv", "rec"} <= set(record["loss_summary"])
+    for grid in ("teacher_one_step.png", "teacher_25_steps.png", "step_000004.png"):
+        assert (whole / "samples" / grid).is_file(), grid
+
+    trained = Studio.load(source="local", model_dir=whole / "model", device="cpu", tasks=())
+    bare = Studio.load(source="local", model_dir=teacher, device="cpu", tasks=())
+    ours = np.asarray(trained.text_to_image("a red circle", seed=3, width=256, height=256), dtype=np.float32)
+    theirs = np.asarray(bare.text_to_image("a red circle", seed=3, width=256, height=256), dtype=np.float32)
+    assert np.abs(ours - theirs).mean() > 1.0

@@ -1,0 +1,408 @@
+"""One-step text to image (UFOGen): fine-tune the teacher's UNet into a one-step generator.
+
+UFOGen (Xu et al., arXiv 2311.09257) reads the diffusion UNet as an x0 predictor,
+x0' = G(x_t, t) = (x_t - sqrt(1 - abar_t) * eps(x_t, t)) / sqrt(abar_t), and models
+p(x_s | x_t) = q(x_s | x0 = x0'): the predicted x0' and the real x0 are both noised forward to an
+earlier step s < t (independent noise), and a discriminator D(x_s, s, text) tells them apart.
+The generator loss is the adversarial term plus lambda * gamma_t * ||x0 - x0'||^2.
+
+Choices made here (the paper leaves them open or states them for SD at scale):
+- gamma_t: "snr+1" = 1 / (1 - abar_t) (default; the weight a v-prediction loss puts on x0, so the
+  final step t = 999 keeps weight ~1 and small t weigh like the teacher's epsilon loss) or "snr" =
+  abar_t / (1 - abar_t) (||eps - eps'||^2, what the authors' public DiT code adds).
+- t: the final step 999 with probability --final-step-fraction, else uniform on 1..998. At t = 999
+  the generator sees exactly what one-step sampling gives it, sqrt(1 - abar) * noise (no signal
+  term), as pipelines/text_to_image.py and diffusers' SD-Turbo start.
+- s: uniform on max(0, t - gap)..t-1 (--discriminator-gap 1 is the paper's t-1; the default 1000
+  lets the discriminator also judge the one-step image at low noise, where detail shows).
+- Discriminator: the teacher UNet's time embedding, conv_in, down blocks and mid block (with
+  cross-attention to the text), then a zero-initialised GroupNorm-SiLU-1x1 conv head giving a
+  logit per bottleneck location. Non-saturating GAN loss with the authors' logit margin (real
+  logits above +m and fake below -m give no further discriminator gradient; the generator stops
+  pushing past +m), discriminator Adam betas (0, 0.999), both networks' gradients clipped to 1.
+- The text encoder and the VAE stay frozen (the teacher's); only the UNet and the discriminator train.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import DDIMScheduler, UNet2DConditionModel
+from torch import nn
+
+from models.sd_turbo import FINAL_TIMESTEP, SDTurbo, load_sd_turbo
+from training.runner import (TrainingInputError, add_common_arguments, autocast, batch_indices, check_resolution,
+                             prepare_modules, resolve_device, run_model_dir, run_training, sampling_mode, save_grid,
+                             save_model_folder, step_generator)
+
+RECIPE = "one-step"
+Weighting = Literal["snr", "snr+1"]
+WEIGHTINGS: tuple[Weighting, ...] = ("snr+1", "snr")
+
+
+@dataclass(frozen=True)
+class UFOGenSettings:
+    """The objective's knobs (see the module docstring)."""
+
+    final_step_fraction: float = 0.5
+    discriminator_gap: int = 1000
+    reconstruction_lambda: float = 1.0
+    weighting: Weighting = "snr+1"
+    logit_margin: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.final_step_fraction <= 1.0:
+            raise ValueError(f"--final-step-fraction: {self.final_step_fraction} is outside [0, 1]")
+        if not 1 <= self.discriminator_gap <= 1000:
+            raise ValueError(f"--discriminator-gap: {self.discriminator_gap} is outside 1..1000")
+        if self.reconstruction_lambda < 0:
+            raise ValueError(f"--reconstruction-lambda: {self.reconstruction_lambda} must be >= 0")
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"--weighting: {self.weighting!r} is not one of {', '.join(WEIGHTINGS)}")
+        if self.logit_margin <= 0:
+            raise ValueError(f"--logit-margin: {self.logit_margin} must be > 0")
+
+
+class Discriminator(nn.Module):
+    """D(x_s, s, text): the teacher UNet's down path (time embedding, conv_in, down blocks, mid
+    block, all with their cross-attention) and a small zero-initialised head, one logit per
+    bottleneck location."""
+
+    def __init__(self, teacher_unet: UNet2DConditionModel) -> None:
+        super().__init__()
+        if teacher_unet.mid_block is None:
+            raise ValueError("the teacher UNet has no mid block (mid_block_type None); the discriminator needs it")
+        self.time_proj = copy.deepcopy(teacher_unet.time_proj)
+        self.time_embedding = copy.deepcopy(teacher_unet.time_embedding)
+        self.conv_in = copy.deepcopy(teacher_unet.conv_in)
+        self.down_blocks = copy.deepcopy(teacher_unet.down_blocks)
+        self.mid_block = copy.deepcopy(teacher_unet.mid_block)
+        channels = int(teacher_unet.config.block_out_channels[-1])
+        groups = int(teacher_unet.config.norm_num_groups or 32)
+        head_out = nn.Conv2d(channels, 1, kernel_size=1)
+        nn.init.zeros_(head_out.weight)
+        nn.init.zeros_(head_out.bias)
+        self.head = nn.Sequential(nn.GroupNorm(groups, channels), nn.SiLU(), head_out)
+
+    def forward(self, sample: torch.Tensor, timesteps: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """Logits of shape (batch, h, w) at the UNet's bottleneck resolution."""
+        t_emb = self.time_proj(timesteps.expand(sample.shape[0])).to(sample.dtype)
+        emb = self.time_embedding(t_emb)
+        hidden = self.conv_in(sample)
+        for block in self.down_blocks:
+            if getattr(block, "has_cross_attention", False):
+                hidden, _ = block(hidden_states=hidden, temb=emb, encoder_hidden_states=text)
+            else:
+                hidden, _ = block(hidden_states=hidden, temb=emb)
+        if getattr(self.mid_block, "has_cross_attention", False):
+            hidden = self.mid_block(hidden, emb, encoder_hidden_states=text)
+        else:
+            hidden = self.mid_block(hidden, emb)
+        return self.head(hidden).squeeze(1)
+
+
+def _per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return values.view(-1, *([1] * (like.dim() - 1)))
+
+
+def noise_forward(x0: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
+    """q(x_t | x0): sqrt(abar_t) * x0 + sqrt(1 - abar_t) * noise, abar_t per sample."""
+    alpha_bar = _per_sample(alpha_bar, x0)
+    return alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
+
+
+def x0_from_epsilon(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
+    """The epsilon-to-x0 formula models/sd_turbo.py samples with, abar_t per sample."""
+    alpha_bar = _per_sample(alpha_bar, x_t)
+    return (x_t - (1 - alpha_bar).sqrt() * eps) / alpha_bar.sqrt()
+
+
+def reconstruction_weights(alpha_bar: torch.Tensor, weighting: Weighting) -> torch.Tensor:
+    """gamma_t: "snr" = abar / (1 - abar), "snr+1" = 1 / (1 - abar)."""
+    if weighting == "snr":
+        return alpha_bar / (1 - alpha_bar)
+    return 1 / (1 - alpha_bar)
+
+
+def sample_timesteps(batch: int, final_step_fraction: float, generator: torch.Generator) -> torch.Tensor:
+    """t = 999 with probability final_step_fraction, else uniform on 1..998 (long, on the CPU)."""
+    final = torch.rand(batch, generator=generator) < final_step_fraction
+    other = torch.randint(1, FINAL_TIMESTEP, (batch,), generator=generator)
+    return torch.where(final, torch.full_like(other, FINAL_TIMESTEP), other)
+
+
+def sample_discriminator_steps(timesteps: torch.Tensor, gap: int, generator: torch.Generator) -> torch.Tensor:
+    """s uniform on max(0, t - gap)..t-1, per sample (long, on the CPU)."""
+    low = (timesteps - gap).clamp(min=0)
+    span = timesteps - low
+    return low + (torch.rand(timesteps.shape, generator=generator) * span).long().clamp(max=span - 1)
+
+
+def generator_inputs(x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor,
+                     alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """x_t = q(x_t | x0), except at the final step: sqrt(1 - abar) * noise, the one-step sampler's start."""
+    alpha_bar = alphas_cumprod[timesteps]
+    noisy = noise_forward(x0, noise, alpha_bar)
+    pure = _per_sample((1 - alpha_bar).sqrt(), noise) * noise
+    return torch.where(_per_sample(timesteps == FINAL_TIMESTEP, x0), pure, noisy)
+
+
+def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, margin: float) -> torch.Tensor:
+    """Non-saturating (binary cross-entropy) loss; logits past the margin give no gradient."""
+    real = F.softplus(-real_logits.clamp(max=margin)).mean()
+    fake = F.softplus(fake_logits.clamp(min=-margin)).mean()
+    return real + fake
+
+
+def generator_adversarial_loss(fake_logits: torch.Tensor, margin: float) -> torch.Tensor:
+    """-log D(fake), the non-saturating generator loss, with no gradient past the margin."""
+    return F.softplus(-fake_logits.clamp(max=margin)).mean()
+
+
+@dataclass
+class StepLosses:
+    discriminator: float
+    adversarial: float
+    reconstruction: float
+    generator: float
+
+
+def predict_x0(unet: UNet2DConditionModel, x_t: torch.Tensor, timesteps: torch.Tensor, text: torch.Tensor,
+               alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """G(x_t, t): one UNet call read as x0 through the epsilon-to-x0 formula (in float32)."""
+    eps = unet(x_t, timesteps, encoder_hidden_states=text).sample
+    return x0_from_epsilon(x_t.float(), eps.float(), alphas_cumprod[timesteps])
+
+
+def ufogen_step(unet: UNet2DConditionModel, discriminator: Discriminator, unet_optimizer: torch.optim.Optimizer,
+                discriminator_optimizer: torch.optim.Optimizer, latents: torch.Tensor, text: torch.Tensor,
+                alphas_cumprod: torch.Tensor, settings: UFOGenSettings, generator: torch.Generator,
+                max_grad_norm: float = 1.0) -> StepLosses:
+    """One discriminator update, then one generator update, on one batch of scaled latents.
+
+    All randomness (t, s, three noises) is drawn from `generator` on the CPU, so a run is
+    reproducible across devices and resumable from the generator's state."""
+    device = latents.device
+    batch = latents.shape[0]
+    timesteps = sample_timesteps(batch, settings.final_step_fraction, generator)
+    steps_s = sample_discriminator_steps(timesteps, settings.discriminator_gap, generator)
+    noises = torch.randn((3, *latents.shape), generator=generator).to(device)
+    timesteps, steps_s = timesteps.to(device), steps_s.to(device)
+    x0 = latents.float()
+
+    x_t = generator_inputs(x0, noises[0], timesteps, alphas_cumprod)
+    x0_pred = predict_x0(unet, x_t, timesteps, text, alphas_cumprod)
+    alpha_bar_s = alphas_cumprod[steps_s]
+    real_s = noise_forward(x0, noises[1], alpha_bar_s)
+    fake_s = noise_forward(x0_pred, noises[2], alpha_bar_s)
+
+    # discriminator: real x_s against the generator's x_s (detached)
+    discriminator.requires_grad_(True)
+    logits = discriminator(torch.cat([real_s, fake_s.detach()]), torch.cat([steps_s, steps_s]),
+                           torch.cat([text, text]))
+    real_logits, fake_logits = logits.chunk(2)
+    d_loss = discriminator_loss(real_logits, fake_logits, settings.logit_margin)
+    discriminator_optimizer.zero_grad(set_to_none=True)
+    d_loss.backward()
+    torch.nn.utils.clip_grad_norm_(discriminator.parameters(), max_grad_norm)
+    discriminator_optimizer.step()
+
+    # generator: fool the updated discriminator and stay close to the data (gamma_t-weighted L2)
+    discriminator.requires_grad_(False)
+    adversarial = generator_adversarial_loss(discriminator(fake_s, steps_s, text), settings.logit_margin)
+    gamma = reconstruction_weights(alphas_cumprod[timesteps], settings.weighting)
+    squared_error = (x0 - x0_pred).pow(2).mean(dim=tuple(range(1, x0.dim())))
+    reconstruction = (gamma * squared_error).mean()
+    g_loss = adversarial + settings.reconstruction_lambda * reconstruction
+    unet_optimizer.zero_grad(set_to_none=True)
+    g_loss.backward()
+    torch.nn.utils.clip_grad_norm_(unet.parameters(), max_grad_norm)
+    unet_optimizer.step()
+    discriminator.requires_grad_(True)
+    return StepLosses(d_loss.item(), adversarial.item(), reconstruction.item(), g_loss.item())
+
+
+# ------------------------------------------------------------------------------------ the recipe
+
+SAMPLE_PROMPT_COUNT = 8
+SAMPLE_SEEDS = (0, 1)
+TEACHER_SAMPLING_STEPS = 25
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--teacher", type=Path, required=True,
+                        help="the latent-diffusion run folder (its model/) or a model folder in the "
+                             "stabilityai/sd-turbo layout; its UNet is the generator's and the discriminator's start")
+    add_common_arguments(parser, default_resolution=128, default_steps=2000, default_batch_size=16, default_lr=1e-4)
+    parser.add_argument("--discriminator-lr", type=float, default=None, help="default: --lr")
+    parser.add_argument("--final-step-fraction", type=float, default=UFOGenSettings.final_step_fraction,
+                        help="share of examples trained at t = 999, the one-step sampler's step (default: %(default)s)")
+    parser.add_argument("--discriminator-gap", type=int, default=UFOGenSettings.discriminator_gap,
+                        help="s is drawn from max(0, t - gap)..t-1; 1 is the paper's t-1 (default: %(default)s)")
+    parser.add_argument("--reconstruction-lambda", type=float, default=UFOGenSettings.reconstruction_lambda,
+                        help="lambda of lambda * gamma_t * ||x0 - x0'||^2 (default: %(default)s)")
+    parser.add_argument("--weighting", choices=WEIGHTINGS, default=UFOGenSettings.weighting,
+                        help="gamma_t: snr+1 = 1/(1-abar_t), snr = abar_t/(1-abar_t) (default: %(default)s)")
+    parser.add_argument("--logit-margin", type=float, default=UFOGenSettings.logit_margin,
+                        help="no GAN gradient past this logit (default: %(default)s)")
+
+
+def teacher_folder(teacher: Path) -> Path:
+    """The teacher's model folder (a run's model/ or the folder itself), checked to be complete."""
+    from models.sources import check_local_dir
+
+    folder = run_model_dir(teacher, "unet")
+    try:
+        return check_local_dir(folder)
+    except ValueError as error:
+        raise TrainingInputError(f"--teacher {teacher}: {error}") from error
+
+
+def settings_from(args: argparse.Namespace) -> UFOGenSettings:
+    try:
+        return UFOGenSettings(args.final_step_fraction, args.discriminator_gap, args.reconstruction_lambda,
+                              args.weighting, args.logit_margin)
+    except ValueError as error:
+        raise TrainingInputError(str(error)) from error
+
+
+def encode_text(base: SDTurbo, captions: Sequence[str]) -> torch.Tensor:
+    """The frozen text encoder's last hidden state, as the app's prompt embeddings are made."""
+    token_ids = base.tokenizer(list(captions), padding="max_length", max_length=base.max_prompt_tokens,
+                               truncation=True, return_tensors="pt").input_ids.to(base.device)
+    with torch.no_grad():
+        return base.text_encoder(token_ids)[0].float()
+
+
+def encode_images(base: SDTurbo, images: np.ndarray) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> scaled latents (the posterior mean times the VAE's scaling factor)."""
+    pixels = torch.from_numpy(images).to(base.device).permute(0, 3, 1, 2).float() / 127.5 - 1
+    with torch.no_grad():
+        return base.vae.encode(pixels).latent_dist.mode().float() * base.latent_scale
+
+
+def sample_prompts(captions: Sequence[str], count: int = SAMPLE_PROMPT_COUNT) -> list[str]:
+    """Evenly spaced distinct captions of the training set (sorted), the same on every run."""
+    distinct = sorted(set(captions))
+    if len(distinct) <= count:
+        return distinct
+    return [distinct[round(i * (len(distinct) - 1) / (count - 1))] for i in range(count)]
+
+
+def start_noise(shape: tuple[int, ...], seed: int, device: torch.device) -> torch.Tensor:
+    """Seeded unit noise drawn on the CPU (as pipelines/images.seeded_noise draws it)."""
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(device)
+
+
+def one_step_images(base: SDTurbo, unet: UNet2DConditionModel, text: torch.Tensor, seeds: Sequence[int],
+                    latent_side: int) -> torch.Tensor:
+    """The app's one-step sampler: x_T = sqrt(1 - abar_999) * noise, x0 = G(x_T, 999), decode."""
+    images = []
+    for seed in seeds:
+        noise = start_noise((text.shape[0], unet.config.in_channels, latent_side, latent_side), seed, base.device)
+        start = (1 - base.alphas_cumprod[FINAL_TIMESTEP]).sqrt() * noise
+        timesteps = torch.full((text.shape[0],), FINAL_TIMESTEP, device=base.device, dtype=torch.long)
+        latents = predict_x0(unet, start, timesteps, text, base.alphas_cumprod)
+        images.append(base.vae.decode(latents / base.latent_scale).sample)
+    return torch.cat(images)
+
+
+def multi_step_images(base: SDTurbo, unet: UNet2DConditionModel, scheduler_dir: Path, text: torch.Tensor,
+                      seeds: Sequence[int], latent_side: int, steps: int = TEACHER_SAMPLING_STEPS) -> torch.Tensor:
+    """The teacher's own multi-step sampling (DDIM, `steps` steps): the yardstick one step is held to."""
+    scheduler = DDIMScheduler.from_pretrained(scheduler_dir, subfolder="scheduler")
+    scheduler.set_timesteps(steps, device=base.device)
+    images = []
+    for seed in seeds:
+        latents = start_noise((text.shape[0], unet.config.in_channels, latent_side, latent_side), seed, base.device)
+        latents = latents * scheduler.init_noise_sigma
+        for t in scheduler.timesteps:
+            eps = unet(scheduler.scale_model_input(latents, t), t, encoder_hidden_states=text).sample
+            latents = scheduler.step(eps, t, latents).prev_sample
+        images.append(base.vae.decode(latents / base.latent_scale).sample)
+    return torch.cat(images)
+
+
+def latent_factor(base: SDTurbo) -> int:
+    """Pixels per latent cell: 2 ** (number of VAE blocks - 1), 8 for SD's VAE."""
+    return 2 ** (len(base.vae.config.block_out_channels) - 1)
+
+
+def teacher_references(base: SDTurbo, folder: Path, prompts: Sequence[str], latent_side: int,
+                       samples: Path) -> dict[Path, torch.Tensor]:
+    """The teacher's one-step and multi-step images of the sample prompts, for the grids not yet
+    written (computed before training, while the UNet is still the teacher's, resumed or not)."""
+    wanted = [samples / "teacher_one_step.png", samples / f"teacher_{TEACHER_SAMPLING_STEPS}_steps.png"]
+    if all(path.is_file() for path in wanted):
+        return {}
+    with torch.no_grad():
+        text = encode_text(base, prompts)
+        return {wanted[0]: one_step_images(base, base.unet, text, SAMPLE_SEEDS, latent_side),
+                wanted[1]: multi_step_images(base, base.unet, folder, text, SAMPLE_SEEDS, latent_side)}
+
+
+def save_grid_atomic(images: torch.Tensor, path: Path, columns: int) -> None:
+    temp = path.with_name(f".tmp-{path.name}")
+    save_grid(images, temp, columns=columns)
+    os.replace(temp, path)
+
+
+def main(args: argparse.Namespace) -> None:
+    from training.data.layouts import load_captioned
+
+    check_resolution(args.resolution)
+    settings = settings_from(args)
+    device = resolve_device(args.device)
+    folder = teacher_folder(args.teacher)
+    images, captions = load_captioned(args.dataset, "train", args.resolution)
+    torch.manual_seed(args.seed)
+
+    base = load_sd_turbo(folder, device, torch.float32)
+    unet = base.unet  # the generator: the teacher's UNet, trained in place
+    discriminator = Discriminator(unet)
+    unet.train().requires_grad_(True)
+    discriminator.train()
+    modules = {"unet": unet, "discriminator": discriminator}
+    prepare_modules(modules, device)
+    unet_optimizer = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=0.0)
+    discriminator_optimizer = torch.optim.AdamW(discriminator.parameters(), lr=args.discriminator_lr or args.lr,
+                                                betas=(0.0, 0.999), weight_decay=0.0)
+
+    def step(index: int) -> dict[str, float]:
+        picked = batch_indices(len(captions), args.batch_size, args.seed, index).numpy()
+        latents = encode_images(base, images[picked])
+        text = encode_text(base, [captions[i] for i in picked])
+        with autocast(device):
+            losses = ufogen_step(unet, discriminator, unet_optimizer, discriminator_optimizer, latents, text,
+                                 base.alphas_cumprod, settings, step_generator(args.seed, index))
+        return {"d": losses.discriminator, "adv": losses.adversarial, "rec": losses.reconstruction}
+
+    prompts = sample_prompts(captions)
+    latent_side = args.resolution // latent_factor(base)
+    columns = len(prompts)
+    teacher_grids = teacher_references(base, folder, prompts, latent_side, args.out / "samples")
+
+    def sample(path: Path) -> None:
+        for reference, grid in teacher_grids.items():
+            if not reference.is_file():
+                save_grid_atomic(grid, reference, columns)
+        save_grid(one_step_images(base, unet, encode_text(base, prompts), SAMPLE_SEEDS, latent_side), path, columns)
+
+    def finish(model_dir: Path) -> dict[str, Any]:
+        save_model_folder(model_dir, unet=unet, base_dir=folder, scheduler_config=None)
+        return {"teacher": str(folder), "sample_prompts": prompts}
+
+    run_training(args, recipe=RECIPE, modules=modules,
+                 optimizers={"unet": unet_optimizer, "discriminator": discriminator_optimizer},
+                 step=step, sample=sample, finish=finish,
+                 config={**asdict(settings), "teacher": str(folder), "text_encoder": "frozen",
+                         "discriminator_lr": args.discriminator_lr or args.lr, "sample_prompts": prompts})
