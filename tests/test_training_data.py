@@ -234,6 +234,9 @@ def test_scenes_command_writes_upstream_unpaired_layouts(tmp_path: Path) -> None
     assert sorted(set(captioned.labels["condition"])) == ["day", "night", "rainy"]
     assert len(load_captioned(out / "captioned", "test", 32)) == 4
     assert not any(path.name.startswith(".") for path in tmp_path.iterdir())  # no staging folder left
+    reference = load_paired(out / "paired" / "day_night", "test", 32)  # same layouts, both conditions
+    assert len(reference) == 1 and reference.captions == ["driving in the night"]
+    assert reference.targets.mean() < 0.7 * reference.sources.mean()
 
 
 def test_a_failed_build_leaves_the_old_dataset_and_no_partial_folder(tmp_path: Path, monkeypatch) -> None:

@@ -2,7 +2,8 @@
 
 emoji  --out DIR: DIR/sketch (paired, line art -> colour), DIR/edge (paired, Canny edges -> colour),
        DIR/captioned (imagefolder with metadata.jsonl), ATTRIBUTION.md, concepts.json, summary.json.
-scenes --out DIR: DIR/day_night and DIR/clear_rainy (unpaired), DIR/captioned, summary.json.
+scenes --out DIR: DIR/day_night and DIR/clear_rainy (unpaired), DIR/captioned, DIR/paired (same layouts in
+       both conditions, to score translations), summary.json.
 The folder is written elsewhere first and swapped in when complete.
 """
 

@@ -9,7 +9,8 @@ downsampled for anti-aliasing.
 
 Datasets (img2img-turbo's unpaired layout): day_night (A day, B night) and clear_rainy (A clear,
 B rainy), with A and B drawn from independent random scenes; plus captioned/ (metadata.jsonl) for
-the classifier. A "clear" scene is a clear day scene, so the classifier's conditions are
+the classifier, and paired/{day_night,clear_rainy}/test_* (paired layout: one layout in both
+conditions) as a reference for scoring translations. A "clear" scene is a clear day scene, so the classifier's conditions are
 day / night / rainy; metadata also carries "time" (day/night) and "weather" (clear/rainy).
 """
 
@@ -352,6 +353,28 @@ DOMAINS = (Domain("day_night", "A", "day", 0), Domain("day_night", "B", "night",
 FIXED_PROMPTS = {"day_night": (PROMPTS["day"], PROMPTS["night"]), "clear_rainy": (PROMPTS["day"], PROMPTS["rainy"])}
 
 
+def write_paired_reference(out: Path, count: int, resolution: int, seed: int,
+                           progress: Callable[[Iterable], Iterable] = iter) -> None:
+    """out/paired/{day_night,clear_rainy}/test_{A,B}: the SAME layouts in both conditions (paired layout).
+
+    Not for training (the task is unpaired): a reference to score translations against, e.g. the
+    edges or PSNR of a translated day scene against the same scene rendered at night.
+    """
+    prompts: dict[str, dict[str, str]] = {"day_night": {}, "clear_rainy": {}}
+    for index in progress(range(count)):
+        rng = np.random.default_rng([seed, index, len(DOMAINS)])
+        layout = sample_layout(rng, resolution * 2)
+        name = f"scene_{index:05d}.png"
+        day = render(layout, "day", np.random.default_rng([seed, index, 0]), resolution)
+        for dataset, target in (("day_night", "night"), ("clear_rainy", "rainy")):
+            save_png(day, out / "paired" / dataset / "test_A" / name)
+            save_png(render(layout, target, np.random.default_rng([seed, index, 1]), resolution),
+                     out / "paired" / dataset / "test_B" / name)
+            prompts[dataset][name] = PROMPTS[target]
+    for dataset, captions in prompts.items():
+        write_json(captions, out / "paired" / dataset / "test_prompts.json")
+
+
 def build_scenes(out: Path, count: int, resolution: int, seed: int,
                  progress: Callable[[Iterable], Iterable] = iter) -> dict:
     """Render `count` scenes per domain (the last ~10% are test) and write the unpaired and captioned layouts."""
@@ -374,9 +397,11 @@ def build_scenes(out: Path, count: int, resolution: int, seed: int,
         for folder in ("train_A", "train_B", "test_A", "test_B"):
             (out / dataset / folder).mkdir(parents=True, exist_ok=True)
     counts = {split: write_metadata(rows, out / "captioned" / split) for split, rows in metadata.items()}
+    write_paired_reference(out, max(test_count, 1), resolution, seed)
     summary = {"resolution": resolution, "seed": seed, "per_domain": {"train": count - test_count, "test": test_count},
-               "captioned": counts, "conditions": list(CONDITIONS),
-               "note": "A and B are independent random scenes; clear = clear day, so captioned conditions are day/night/rainy"}
+               "captioned": counts, "conditions": list(CONDITIONS), "paired_reference": max(test_count, 1),
+               "note": "A and B are independent random scenes; clear = clear day, so captioned conditions are "
+                       "day/night/rainy; paired/ holds the same layouts in both conditions, for evaluation only"}
     write_json(summary, out / "summary.json")
     write_text("Rendered by training/data/scenes.py (OpenCV drawing, no external images); "
                "same licence as this project.", out / "ATTRIBUTION.md")
