@@ -15,7 +15,7 @@ optimizers and a `step(index) -> losses` function, then hands them to `run_train
                        finish=lambda model_dir: {"metric": 1.0})     # optional, writes OUT/model
 
 What `run_training` does:
-- Refuses a non-empty --out unless --resume; with --resume it refuses a run of another recipe and
+- Refuses a non-empty --out unless --resume (`check_out` does the same check early, writing nothing); with --resume it refuses a run of another recipe and
   continues from the last complete checkpoint (a fresh run if there is none yet).
 - Calls step(i) for i = start .. --steps - 1. Randomness inside a step must come from
   `step_generator(args.seed, i)` (or `batch_indices`), or from torch's global RNG, which is
@@ -219,17 +219,21 @@ def save_grid(images: torch.Tensor | np.ndarray, path: Path, columns: int | None
 # ----------------------------------------------------------------------------- model folder (out)
 
 def save_model_folder(model_dir: Path, *, vae: nn.Module | None = None, unet: nn.Module | None = None,
-                      text_encoder: nn.Module | None = None, tokenizer: Any | None = None,
+                      text_encoder: nn.Module | None = None, tokenizer_dir: Path | None = None,
                       scheduler_config: Mapping[str, Any] | None = SCHEDULER_CONFIG,
                       base_dir: Path | None = None) -> Path:
-    """Write the given parts in the stabilityai/sd-turbo layout (save_pretrained, safetensors);
-    parts not given are copied from base_dir when there is one."""
+    """Write the given parts in the stabilityai/sd-turbo layout (save_pretrained, safetensors; the
+    tokenizer folder with vocab.json, merges.txt and tokenizer_config.json is copied); parts not
+    given are copied from base_dir when there is one."""
     model_dir.mkdir(parents=True, exist_ok=True)
-    for name, part in (("vae", vae), ("unet", unet), ("text_encoder", text_encoder), ("tokenizer", tokenizer)):
+    for name, part in (("vae", vae), ("unet", unet), ("text_encoder", text_encoder)):
         if part is not None:
-            part.save_pretrained(model_dir / name, **({} if name == "tokenizer" else {"safe_serialization": True}))
+            part.save_pretrained(model_dir / name, safe_serialization=True)
         elif base_dir is not None and (base_dir / name).is_dir():
             shutil.copytree(base_dir / name, model_dir / name, dirs_exist_ok=True)
+    tokenizer_source = tokenizer_dir or (base_dir / "tokenizer" if base_dir is not None else None)
+    if tokenizer_source is not None and tokenizer_source.is_dir():
+        shutil.copytree(tokenizer_source, model_dir / "tokenizer", dirs_exist_ok=True)
     if scheduler_config is not None:
         (model_dir / "scheduler").mkdir(exist_ok=True)
         (model_dir / "scheduler" / "scheduler_config.json").write_text(json.dumps(dict(scheduler_config), indent=2))
@@ -371,24 +375,32 @@ def loss_summary(history: list[dict[str, float]]) -> dict[str, dict[str, float]]
 
 # ------------------------------------------------------------------------------------------- out
 
-def prepare_out(out: Path, recipe: str, resume: bool) -> None:
-    """Refuse a non-empty --out without --resume, or one of another recipe; mark it as ours."""
-    marker = out / RUN_FILE
+def check_out(out: Path, recipe: str, resume: bool) -> None:
+    """Refuse a non-empty --out without --resume, or a run of another recipe; writes nothing, so
+    recipes call it first, before their slow set-up."""
     if out.exists() and not out.is_dir():
         raise TrainingInputError(f"--out {out} is a file, not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not marker.is_file():
-            raise TrainingInputError(f"--out {out} is not empty and is not a training run; choose an empty folder")
-        existing = json.loads(marker.read_text()).get("recipe")
-        if existing != recipe:
-            raise TrainingInputError(f"--out {out} is a run of recipe {existing!r}, not {recipe!r}")
-        if not resume:
-            raise TrainingInputError(f"--out {out} already holds a {recipe} run; pass --resume to continue it "
-                                     "or choose another folder")
+    if not (out.is_dir() and any(out.iterdir())):
+        return
+    marker = out / RUN_FILE
+    if not marker.is_file():
+        raise TrainingInputError(f"--out {out} is not empty and is not a training run; choose an empty folder")
+    existing = json.loads(marker.read_text()).get("recipe")
+    if existing != recipe:
+        raise TrainingInputError(f"--out {out} is a run of recipe {existing!r}, not {recipe!r}")
+    if not resume:
+        raise TrainingInputError(f"--out {out} already holds a run of {recipe}; pass --resume to continue it "
+                                 "or choose another folder")
+
+
+def prepare_out(out: Path, recipe: str, resume: bool) -> None:
+    """check_out, then mark the folder as a run of the recipe and clear stale temp folders."""
+    check_out(out, recipe, resume)
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(marker, {"recipe": recipe})
-    for stale in (out / CHECKPOINTS).glob(f"{TMP_PREFIX}*") if (out / CHECKPOINTS).is_dir() else ():
-        shutil.rmtree(stale, ignore_errors=True)
+    write_json_atomic(out / RUN_FILE, {"recipe": recipe})
+    if (out / CHECKPOINTS).is_dir():
+        for stale in (out / CHECKPOINTS).glob(f"{TMP_PREFIX}*"):
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 @contextlib.contextmanager

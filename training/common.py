@@ -1,0 +1,59 @@
+"""Small helpers the LDM recipes share: the captioned images as tensors, parameter counts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from training.runner import TrainingInputError
+
+
+@dataclass(frozen=True)
+class CaptionedImages:
+    """uint8 images (N, H, W, 3) with one caption each."""
+
+    images: np.ndarray
+    captions: list[str]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def batch(self, indices: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """Float images N, 3, H, W in [-1, 1] on the device."""
+        array = torch.from_numpy(self.images[indices.numpy()]).to(device)
+        return array.permute(0, 3, 1, 2).float().div(127.5).sub(1)
+
+
+def load_captioned_images(dataset: Path, split: str, resolution: int) -> CaptionedImages:
+    """The dataset's captioned images of a split at the resolution, with clear errors."""
+    from training.data.layouts import DatasetError, load_captioned
+
+    if not dataset.is_dir():
+        raise TrainingInputError(f"--dataset {dataset}: no such folder")
+    try:
+        loaded = load_captioned(dataset, split, resolution)
+    except DatasetError as error:
+        raise TrainingInputError(f"--dataset {dataset}: {error}") from error
+    images = np.ascontiguousarray(loaded.images, dtype=np.uint8)
+    if len(images) == 0:
+        raise TrainingInputError(f"--dataset {dataset}: the {split} split has no images")
+    return CaptionedImages(images, list(loaded.captions))
+
+
+def parameter_count(*modules: nn.Module) -> int:
+    return sum(parameter.numel() for module in modules for parameter in module.parameters())
+
+
+def parse_widths(text: str) -> tuple[int, ...]:
+    """'32,64,128,128' -> (32, 64, 128, 128)."""
+    try:
+        widths = tuple(int(part) for part in text.split(","))
+    except ValueError as error:
+        raise TrainingInputError(f"{text!r} is not a comma-separated list of integers") from error
+    if not widths or min(widths) < 1:
+        raise TrainingInputError(f"{text!r}: widths must be positive integers")
+    return widths
