@@ -1,0 +1,228 @@
+"""The project's own classifier: it learns two clearly different synthetic classes from the train
+split and separates them on held-out images; its features give a perceptual distance."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from training.__main__ import main as training_main
+from training.classifier import (ClassifierConfig, ConvClassifier, FeatureExtractor, classify, load_classifier,
+                                 load_feature_extractor, perceptual_distance)
+from training.runner import TrainingInputError
+
+SIZE = 16
+
+
+def write_captioned(folder: Path, rows: list[tuple[np.ndarray, dict[str, str]]]) -> None:
+    folder.mkdir(parents=True)
+    lines = []
+    for index, (image, labels) in enumerate(rows):
+        name = f"{index:04d}.png"
+        Image.fromarray(image).save(folder / name)
+        lines.append(json.dumps({"file_name": name, "text": f"image {index}", **labels}))
+    (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def dark_or_bright(rng: np.random.Generator, bright: bool) -> np.ndarray:
+    """Noisy images: dark ones around 50, bright ones around 200, with a random blob."""
+    image = rng.normal(200 if bright else 50, 20, (SIZE, SIZE, 3))
+    y, x = rng.integers(0, SIZE - 4, 2)
+    image[y:y + 4, x:x + 4] = rng.uniform(0, 255, 3)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def make_dataset(root: Path, field: str, classes: tuple[str, str], seed: int, extra: dict[str, str]) -> Path:
+    """captioned/{train,test} with 24 / 8 images, half of each class."""
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", 24), ("test", 8)):
+        rows = [(dark_or_bright(rng, index % 2 == 1), {field: classes[index % 2], **extra}) for index in range(count)]
+        write_captioned(root / "captioned" / split, rows)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("classifier")
+    emoji = make_dataset(root / "emoji", "concept", ("moon", "sun"), 0, {"style": "flat"})
+    scenes = make_dataset(root / "scenes", "condition", ("night", "day"), 1, {})
+    out = root / "run"
+    training_main(["classifier", "--dataset", str(emoji), str(scenes), "--out", str(out), "--device", "cpu",
+                   "--resolution", str(SIZE), "--widths", "8,16", "--steps", "40", "--batch-size", "16",
+                   "--lr", "0.01", "--sample-every", "40"])
+    return out
+
+
+def test_loss_falls_and_held_out_images_are_separated(trained_run: Path) -> None:
+    record = json.loads((trained_run / "record.json").read_text())
+    assert record["status"] == "finished"
+    loss = record["loss_summary"]["loss"]
+    assert loss["last_10pct_mean"] < 0.7 * loss["first"]
+    assert record["metrics"]["test:emoji"]["concept_top1"] == 1.0
+    assert record["metrics"]["test:emoji"]["concept_count"] == 8
+    assert record["metrics"]["test:scenes"]["condition_top1"] == 1.0
+    assert len(record["metrics"]["sha256"]) == 64
+
+
+def test_saved_classifier_reloads_and_names_its_labels(trained_run: Path) -> None:
+    classifier = load_classifier(trained_run)
+    assert classifier.config.labels == {"concept": ("moon", "sun"), "condition": ("day", "night")}
+    assert "style" not in classifier.config.labels  # one style only: nothing to learn
+    rng = np.random.default_rng(5)
+    images = np.stack([dark_or_bright(rng, bright) for bright in (False, True, False, True)])
+    big = np.repeat(np.repeat(images, 3, axis=1), 3, axis=2)  # other sizes are resized to the network's
+    predictions = classify(classifier, big)
+    assert predictions.logits["concept"].argmax(axis=1).tolist() == [0, 1, 0, 1]
+    assert predictions.features.shape == (4, 16)
+    assert classifier.stamp()["sha256"] == json.loads((trained_run / "record.json").read_text())["metrics"]["sha256"]
+
+
+def test_a_dataset_without_labels_is_refused(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    write_captioned(tmp_path / "plain" / "train", [(dark_or_bright(rng, True), {}) for _ in range(4)])
+    with pytest.raises(TrainingInputError, match="nothing to classify"):
+        training_main(["classifier", "--dataset", str(tmp_path / "plain"), "--out", str(tmp_path / "run"),
+                       "--device", "cpu", "--resolution", str(SIZE), "--steps", "1"])
+    assert not (tmp_path / "run").exists()
+
+
+def random_extractor() -> FeatureExtractor:
+    torch.manual_seed(0)
+    return FeatureExtractor(ConvClassifier(ClassifierConfig(SIZE, (8, 16, 32), {"concept": ("a", "b")})))
+
+
+def test_perceptual_distance_is_zero_for_equal_images_and_grows_with_the_difference() -> None:
+    extractor = random_extractor()
+    generator = torch.Generator().manual_seed(1)
+    images = torch.rand(3, 3, 32, 32, generator=generator) * 2 - 1
+    noise = torch.randn(images.shape, generator=generator)
+    same = perceptual_distance(extractor, images, images.clone())
+    near = perceptual_distance(extractor, images, (images + 0.05 * noise).clamp(-1, 1))
+    far = perceptual_distance(extractor, images, (images + 0.5 * noise).clamp(-1, 1))
+    assert same.shape == (3,)
+    assert torch.all(same.abs() < 1e-6)
+    assert torch.all(near > 1e-4) and torch.all(far > 2 * near)
+
+
+def test_perceptual_distance_is_differentiable_and_leaves_the_extractor_frozen() -> None:
+    extractor = random_extractor()
+    extractor.train()
+    assert not extractor.training and not any(p.requires_grad for p in extractor.parameters())
+    generator = torch.Generator().manual_seed(2)
+    target = torch.rand(2, 3, SIZE, SIZE, generator=generator) * 2 - 1
+    guess = (torch.rand(target.shape, generator=generator) * 2 - 1).requires_grad_(True)
+    distance = perceptual_distance(extractor, guess, target).sum()
+    distance.backward()
+    assert guess.grad is not None and torch.isfinite(guess.grad).all() and guess.grad.abs().sum() > 0
+    with torch.no_grad():
+        stepped = guess - 0.5 * guess.grad / guess.grad.abs().max()
+    assert perceptual_distance(extractor, stepped, target).sum() < distance
+
+
+def test_feature_extractor_loads_from_a_run(trained_run: Path) -> None:
+    extractor = load_feature_extractor(trained_run)
+    maps = extractor(torch.zeros(1, 3, 32, 32))
+    assert [tuple(m.shape[1:]) for m in maps] == [(8, 16, 16), (16, 8, 8)]
+
+
+# ------------------------------------------------------------------------------ evaluate, end to end
+
+def write_paired(folder: Path, sources: list[np.ndarray], targets: list[np.ndarray], captions: list[str]) -> None:
+    for side, images in (("A", sources), ("B", targets)):
+        (folder / f"test_{side}").mkdir(parents=True)
+        for index, image in enumerate(images):
+            Image.fromarray(image).save(folder / f"test_{side}" / f"{index}.png")
+    (folder / "test_prompts.json").write_text(json.dumps({f"{i}.png": c for i, c in enumerate(captions)}))
+
+
+def write_unpaired(folder: Path, images_a: list[np.ndarray], images_b: list[np.ndarray]) -> None:
+    for side, images in (("A", images_a), ("B", images_b)):
+        (folder / f"test_{side}").mkdir(parents=True)
+        for index, image in enumerate(images):
+            Image.fromarray(image).save(folder / f"test_{side}" / f"{index}.png")
+    (folder / "fixed_prompt_a.txt").write_text("driving in the day\n")
+    (folder / "fixed_prompt_b.txt").write_text("driving in the night\n")
+
+
+def line_art(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A black square outline on white and the same square filled with a colour."""
+    sketch = np.full((32, 32, 3), 255, np.uint8)
+    low, high = rng.integers(4, 12), rng.integers(20, 28)
+    sketch[low:high, low] = sketch[low:high, high] = sketch[low, low:high] = sketch[high, low:high + 1] = 0
+    colour = np.full((32, 32, 3), 255, np.uint8)
+    colour[low:high + 1, low:high + 1] = rng.integers(0, 255, 3)
+    return sketch, colour
+
+
+@pytest.fixture(scope="module")
+def evaluation_inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from models.checkpoints import save_task_weights
+    from models.img2img_turbo import random_task_weights
+    from models.specs import CHECKPOINTS
+    from models.tiny import write_tiny_hub_layout
+    from pipelines import Studio
+    from training.classifier import save_classifier
+
+    root = tmp_path_factory.mktemp("evaluate")
+    rng = np.random.default_rng(3)
+    emoji, scenes = root / "emoji", root / "scenes"
+    for split, count in (("train", 6), ("test", 4)):
+        rows = [(dark_or_bright(rng, index % 2 == 1), {"concept": ("moon", "sun")[index % 2],
+                                                      "style": ("flat", "line")[index // 2 % 2]})
+                for index in range(count)]
+        write_captioned(emoji / "captioned" / split, rows)
+        write_captioned(scenes / "captioned" / split, [(dark_or_bright(rng, index % 2 == 0),
+                                                        {"condition": ("day", "night")[index % 2]})
+                                                       for index in range(count)])
+    pairs = [line_art(rng) for _ in range(3)]
+    write_paired(emoji / "sketch", [s for s, _ in pairs], [c for _, c in pairs], ["a square"] * 3)
+    for subfolder in ("day_night", "clear_rainy"):
+        write_unpaired(scenes / subfolder, [dark_or_bright(rng, True) for _ in range(3)],
+                       [dark_or_bright(rng, False) for _ in range(3)])
+    torch.manual_seed(0)
+    config = ClassifierConfig(SIZE, (8, 16), {"concept": ("moon", "sun"), "style": ("flat", "line"),
+                                             "condition": ("day", "night", "rainy")})
+    save_classifier(ConvClassifier(config).eval(), config, root / "classifier" / "model", {})
+    model_dir = write_tiny_hub_layout(root / "model")
+    base = Studio.load("tiny", device="cpu", tasks=()).store.base
+    for task in ("sketch_to_image", "day_to_night"):  # the other four are left missing on purpose
+        save_task_weights(random_task_weights(base, task, seed=1),
+                          model_dir / "img2img-turbo" / CHECKPOINTS[task].converted_filename)
+    return {"root": root, "emoji": emoji, "scenes": scenes, "classifier": root / "classifier", "model": model_dir}
+
+
+def test_evaluate_measures_present_tasks_and_reports_absent_ones_as_missing(evaluation_inputs: dict[str, Path],
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    paths = evaluation_inputs
+    monkeypatch.setenv("ONESTEP_CACHE", str(paths["root"] / "cache"))
+    out = paths["root"] / "results.json"
+    training_main(["evaluate", str(paths["model"]), "--classifier", str(paths["classifier"]),
+                   "--emoji", str(paths["emoji"]), "--scenes", str(paths["scenes"]), "--teacher", str(paths["model"]),
+                   "--teacher-steps", "2", "--prompts", "4", "--limit", "2", "--spread-images", "2", "--seeds", "2",
+                   "--resolution", "32", "--device", "cpu", "--out", str(out)])
+    results = json.loads(out.read_text())
+    assert results["classifier"]["sha256"] == load_classifier(paths["classifier"]).stamp()["sha256"]
+    assert {"command", "date", "device", "checks", "missing"} <= set(results)
+    text = results["text_to_image"]
+    assert text["status"] == "measured" and text["prompts"] == 4
+    assert 0 <= text["concept_top5"] <= 1 and text["frechet_distance"] > 0
+    assert text["teacher"]["steps"] == 2 and text["frechet_ratio_one_step_to_teacher"] > 0
+    sketch = results["sketch_to_image"]
+    assert sketch["status"] == "measured" and sketch["images"] == 2
+    assert sketch["identity_psnr"] < 100 and sketch["spread_across_seeds"]["1.0"] == 0.0  # gamma 1 ignores the seed
+    assert sketch["spread_across_seeds"]["0.2"] > 0
+    night = results["translation"]["day_to_night"]
+    assert night["status"] == "measured" and 0 <= night["success_rate"] <= 1 and 0 <= night["edge_agreement"] <= 1
+    assert set(results["missing"]) == {"edge_to_image", "night_to_day", "clear_to_rainy", "rainy_to_clear"}
+    assert "was not found" in results["missing"]["night_to_day"]
+    assert results["edit"]["status"] == "measured" and set(results["edit"]["strengths"]) == {"0.2", "0.4", "0.6", "0.8", "1.0"}
+    measures = {(check["task"], check["measure"]) for check in results["checks"]}
+    assert ("day_to_night", "classified night") in measures and ("text_to_image", "prompted concept in top 5") in measures
+    table = out.with_suffix(".md").read_text()
+    assert results["classifier"]["sha256"][:16] in table and "missing" in table and "| day_to_night |" in table
+    assert results["command"].startswith(f"python -m training evaluate {paths['model']} --classifier")
