@@ -1,0 +1,162 @@
+"""pix2pix-turbo training on the tiny base: the recipe runs, its loss falls, the trained forward is
+the app's forward, gamma behaves as in the paper, and bad datasets are refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models.img2img_turbo import run_task
+from models.sd_turbo import load_sd_turbo
+from models.tiny import write_tiny_hub_layout
+from pipelines import Studio
+from tests.training_turbo_data import SIZE, write_paired
+from training.__main__ import main as training_main
+from training.data.layouts import DatasetError
+from training.pix2pix_turbo import (Batch, LossWeights, Pix2PixTurbo, binarise_lines, canny_map, control_maps,
+                                    training_step, write_task_folder)
+from training.turbo_common import CaptionEncoder, PatchDiscriminator, PerceptualLoss, trainable_parameters
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_hub_layout(tmp_path_factory.mktemp("pix2pix") / "base")
+
+
+def fresh_model(tiny_dir: Path, stochastic: bool = True) -> Pix2PixTurbo:
+    torch.manual_seed(0)
+    return Pix2PixTurbo(load_sd_turbo(tiny_dir, CPU, torch.float32), stochastic, 8, 4)
+
+
+def perturb(model: Pix2PixTurbo, seed: int = 1, scale: float = 0.05) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in trainable_parameters(*model.trained_modules().values()):
+            parameter.add_(torch.randn(parameter.shape, generator=generator) * scale)
+
+
+def sketch_control(seed: int = 0) -> torch.Tensor:
+    lines = torch.rand((1, 1, 32, 24), generator=torch.Generator().manual_seed(seed)) > 0.8
+    return lines.float().expand(1, 3, 32, 24).contiguous()
+
+
+def test_only_lora_conv_in_and_skips_train(tiny_dir: Path) -> None:
+    model = fresh_model(tiny_dir)
+    names = [name for part in model.trained_modules().values() for name, p in part.named_parameters() if p.requires_grad]
+    assert names and all(".lora_" in name or "conv_in.finetuned" in name or "base_layer" in name for name in names)
+    assert any("conv_in.finetuned" in name for name in names)
+    assert sum("skip_conv" in name and "base_layer" in name for name in names) == 4
+    assert not any(p.requires_grad for p in model.base.text_encoder.parameters())
+
+
+@pytest.mark.parametrize("gamma", [0.3, 1.0])
+def test_trained_forward_is_the_apps_forward(tiny_dir: Path, tmp_path: Path, monkeypatch, gamma: float) -> None:
+    """Weights written by the recipe, loaded by Studio(local), give what the training forward gives."""
+    model = fresh_model(tiny_dir)
+    perturb(model)
+    model_dir = write_tiny_hub_layout(tmp_path / "model")
+    write_task_folder(model_dir, {"sketch_to_image": model.task_weights("sketch_to_image")}, {}, {})
+    monkeypatch.setenv("ONESTEP_CACHE", str(tmp_path / "cache"))
+    studio = Studio.load("local", model_dir=model_dir, device="cpu", tasks=("sketch_to_image",))
+    assert studio.unavailable_tasks == {}
+    control, noise = sketch_control(), torch.randn((1, 4, 4, 3), generator=torch.Generator().manual_seed(2))
+    embeddings = CaptionEncoder(model.base)(["a cat"])
+    with torch.no_grad():
+        trained = model(control, embeddings, torch.tensor([gamma]), noise)
+    with torch.inference_mode():
+        served = run_task(studio.store, studio.store.tasks["sketch_to_image"], control,
+                          studio.store.prompt_embeddings("a cat"), gamma=gamma, noise=noise)
+    assert torch.allclose(trained, served, atol=1e-4), (trained - served).abs().max()
+
+
+def test_gamma_one_is_deterministic_and_gamma_changes_the_output(tiny_dir: Path) -> None:
+    model = fresh_model(tiny_dir)
+    perturb(model)
+    control = sketch_control()
+    embeddings = CaptionEncoder(model.base)(["a cat"])
+    noises = [torch.randn((1, 4, 4, 3), generator=torch.Generator().manual_seed(seed)) for seed in (1, 2)]
+    with torch.no_grad():
+        at_one = [model(control, embeddings, torch.tensor([1.0]), noise) for noise in noises]
+        at_half = [model(control, embeddings, torch.tensor([0.5]), noise) for noise in noises]
+    assert torch.equal(at_one[0], at_one[1])
+    assert (at_half[0] - at_half[1]).abs().mean() > 1e-3
+    assert (at_half[0] - at_one[0]).abs().mean() > 1e-3
+
+
+def test_per_example_gamma_equals_one_example_at_a_time(tiny_dir: Path) -> None:
+    """A batch with gamma (0.2, 0.9) gives what two calls with one gamma each give."""
+    model = fresh_model(tiny_dir)
+    perturb(model)
+    control = torch.cat([sketch_control(0), sketch_control(1)])
+    embeddings = CaptionEncoder(model.base)(["a cat", "a dog"])
+    noise = torch.randn((2, 4, 4, 3), generator=torch.Generator().manual_seed(3))
+    gamma = torch.tensor([0.2, 0.9])
+    with torch.no_grad():
+        batched = model(control, embeddings, gamma, noise)
+        single = torch.cat([model(control[i:i + 1], embeddings[i:i + 1], gamma[i:i + 1], noise[i:i + 1]) for i in range(2)])
+    assert torch.allclose(batched, single, atol=1e-5)
+
+
+def test_loss_falls_on_a_fixed_batch(tiny_dir: Path) -> None:
+    model = fresh_model(tiny_dir, stochastic=False)
+    discriminator = PatchDiscriminator()
+    optimizers = {"generator": torch.optim.AdamW(trainable_parameters(*model.trained_modules().values()), lr=3e-3),
+                  "discriminator": torch.optim.AdamW(discriminator.parameters(), lr=3e-3)}
+    generator = torch.Generator().manual_seed(0)
+    target = torch.nn.functional.interpolate(torch.rand((2, 3, 4, 4), generator=generator) * 2 - 1, size=SIZE,
+                                             mode="bilinear")
+    control = (torch.rand((2, 1, SIZE, SIZE), generator=generator) > 0.8).float().expand(2, 3, SIZE, SIZE)
+    batch = Batch(control.contiguous(), target, CaptionEncoder(model.base)(["a", "b"]))
+    perceptual = PerceptualLoss(None, CPU)
+    losses = [training_step(model, discriminator, optimizers, perceptual, batch, LossWeights(), 1.0) for _ in range(8)]
+    reconstruction = [entry["l2"] + 5 * entry["perceptual"] for entry in losses]
+    assert max(reconstruction[-2:]) < 0.8 * reconstruction[0], reconstruction
+
+
+def test_controls_follow_the_app(tmp_path: Path) -> None:
+    """Sketch lines are binarised with the app's rule, edges are Canny 100/200 of the colour target."""
+    sketch = np.full((16, 16, 3), 255, np.uint8)
+    sketch[4:12, 8] = 0
+    assert binarise_lines(sketch).sum() == 8
+    assert np.array_equal(binarise_lines(255 - sketch), binarise_lines(sketch))  # either polarity
+    colour = np.zeros((16, 16, 3), np.uint8)
+    colour[4:12, 4:12] = 200
+    maps = control_maps(None, colour[None], "edge")
+    assert torch.equal(maps[0], torch.from_numpy(canny_map(colour)))
+    assert maps[0].any()
+
+
+def run_recipe(dataset: Path, out: Path, task: str, steps: int = 2) -> Path:
+    training_main(["pix2pix-turbo", "--base", "tiny", "--dataset", str(dataset), "--out", str(out), "--task", task,
+                   "--steps", str(steps), "--batch-size", "2", "--resolution", str(SIZE), "--device", "cpu",
+                   "--lr", "1e-3"])
+    return out
+
+
+def test_recipe_runs_and_writes_the_app_task(tmp_path: Path) -> None:
+    out = run_recipe(write_paired(tmp_path / "data"), tmp_path / "run", "sketch")
+    assert (out / "model" / "img2img-turbo" / "sketch_to_image_stochastic_lora.safetensors").is_file()
+    assert (out / "samples" / "step_000002.png").is_file()
+    assert (out / "checkpoints" / "step_000002" / "unet.safetensors").is_file()
+    import json
+
+    record = json.loads((out / "record.json").read_text())
+    assert record["status"] == "finished" and record["steps_done"] == 2
+    assert record["metrics"]["peak_rss_mb"] > 0
+
+
+def test_edge_recipe_derives_canny_without_train_a(tmp_path: Path) -> None:
+    out = run_recipe(write_paired(tmp_path / "data", with_sources=False), tmp_path / "run", "edge", steps=1)
+    assert (out / "model" / "img2img-turbo" / "edge_to_image_loras.safetensors").is_file()
+
+
+def test_sketch_recipe_refuses_a_dataset_without_sketches(tmp_path: Path) -> None:
+    dataset = write_paired(tmp_path / "data", with_sources=False)
+    with pytest.raises(DatasetError, match="train_A"):
+        run_recipe(dataset, tmp_path / "run", "sketch")
+    assert not (tmp_path / "run" / "model").exists()

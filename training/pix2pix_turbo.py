@@ -1,0 +1,304 @@
+"""pix2pix-Turbo: paired translation (sketch or edges -> colour image) on a one-step base.
+
+    python -m training pix2pix-turbo --base {tiny,hub,DIR} --dataset DIR --out RUN --task {sketch,edge}
+
+The dataset is in img2img-turbo's paired layout (train_A/, train_B/ with the same file names,
+train_prompts.json; test_* likewise). The recipe of Parmar et al. 2024 on the frozen base: peft
+LoRA on the UNet (rank 8, the released target modules) and on the VAE (rank 4, including the four
+1x1 skip convs), conv_in retrained, skip convs initialised to 1e-5, one step at t = 999. Only those
+train; the base stays SD-Turbo's, so the app loads exactly what is trained.
+
+Inputs are what the app feeds the model: --task sketch binarises train_A (line = 1, whatever the
+polarity: pipelines.sketch_to_image.sketch_lines); --task edge uses train_A binarised the same way,
+or, where the dataset has no train_A, Canny (100/200) of the colour target as
+pipelines/edge_to_image.py computes it. Targets are in [-1, 1].
+
+--task sketch trains the stochastic model (paper section 4): gamma ~ U(0, 1) per example; the UNet
+sees gamma * encoded sketch + (1 - gamma) * noise; conv_in is (1 - gamma) * pretrained +
+gamma * fine-tuned; LoRA outputs and skip activations are scaled by gamma; the reconstruction
+terms are weighted by gamma, the GAN term is not. --task edge trains the deterministic model (gamma = 1).
+
+Losses (upstream's weights): L2 1, perceptual 5, GAN 0.5; AdamW, gradient clip 1. Differences from
+upstream, because no pretrained network can be downloaded here: the perceptual term uses the
+project's own classifier (--perceptual CLASSIFIER_RUN) instead of LPIPS/VGG, or without one a
+multi-scale L1; the GAN is a small PatchGAN of our own instead of the CLIP vision-aided
+discriminator; upstream's CLIP-similarity term is left out. Upstream's lr is 5e-6 on SD-Turbo; a
+small base needs more (the default here is 1e-4).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from models.adapters import AdapterSwitch
+from models.checkpoints import TaskWeights, convert_pix2pix, save_task_weights
+from models.img2img_turbo import PIX2PIX_UNET_TARGETS, VAE_TARGETS
+from models.sd_turbo import SDTurbo, load_sd_turbo
+from models.specs import CHECKPOINTS, TaskName
+from pipelines.sketch_to_image import LINE_CONTRAST
+from training import runner
+from training.turbo_common import (SKIP_TARGETS, BlendedConvIn, CaptionEncoder, GammaState, PatchDiscriminator,
+                                   PerceptualLoss, add_lora, check_base_frozen, conv_pair, discriminator_step,
+                                   frozen, generator_gan_loss, image_batch, lora_state, new_skip_connections,
+                                   one_step, peak_rss_mb, scale_lora_per_example, skip_weights, trainable_parameters)
+
+TASKS: dict[str, TaskName] = {"sketch": "sketch_to_image", "edge": "edge_to_image"}
+PEFT_DEFAULT_ALPHA = 8  # upstream's pix2pix LoRAs use peft's default alpha; the released layout has no alpha key
+UNET_ADAPTER = "default"
+VAE_ADAPTER = "vae_skip"
+EDGE_THRESHOLDS = (100, 200)
+SAMPLE_COUNT = 4
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    runner.add_common_arguments(parser, base=True, default_resolution=128, default_steps=2000,
+                                default_batch_size=4, default_lr=1e-4)
+    parser.add_argument("--task", choices=sorted(TASKS), required=True,
+                        help="sketch: the stochastic sketch model (gamma); edge: the Canny edge model")
+    parser.add_argument("--rank-unet", type=runner.positive_int, default=8, help="UNet LoRA rank (upstream 8)")
+    parser.add_argument("--rank-vae", type=runner.positive_int, default=4, help="VAE LoRA rank (upstream 4)")
+    parser.add_argument("--lambda-l2", type=float, default=1.0)
+    parser.add_argument("--lambda-perceptual", type=float, default=5.0)
+    parser.add_argument("--lambda-gan", type=float, default=0.5)
+    parser.add_argument("--perceptual", type=Path, default=None, metavar="CLASSIFIER_RUN",
+                        help="a `classifier` run whose features give the perceptual loss (default: multi-scale L1)")
+    parser.add_argument("--grad-clip", type=float, default=1.0)
+
+
+# --- data ------------------------------------------------------------------------------------------
+
+def binarise_lines(image: np.ndarray) -> np.ndarray:
+    """The app's sketch rule: a pixel is a line where its grey level differs from the image's
+    median by more than LINE_CONTRAST (pipelines.sketch_to_image.sketch_lines)."""
+    grey = np.asarray(Image.fromarray(image).convert("L"), dtype=np.int16)
+    return np.abs(grey - int(np.median(grey))) > LINE_CONTRAST
+
+
+def canny_map(image: np.ndarray) -> np.ndarray:
+    """The app's edge rule: cv2.Canny(RGB, 100, 200) > 0 (pipelines.edge_to_image)."""
+    return cv2.Canny(np.ascontiguousarray(image), *EDGE_THRESHOLDS) > 0
+
+
+def control_maps(inputs: np.ndarray | None, targets: np.ndarray, task: str) -> torch.Tensor:
+    """bool (N, H, W) control maps: binarised inputs, or Canny of the targets for edges without inputs."""
+    if inputs is None:
+        if task != "edge":
+            raise runner.TrainingInputError("--task sketch needs train_A (the sketches); only edge can derive them")
+        return torch.from_numpy(np.stack([canny_map(image) for image in targets]))
+    return torch.from_numpy(np.stack([binarise_lines(image) for image in inputs]))
+
+
+def load_pairs(root: Path, task: str, resolution: int) -> tuple[np.ndarray | None, np.ndarray, list[str]]:
+    """(train_A or None, train_B, captions): the paired layout; for edges train_A may be absent."""
+    from training.data.layouts import DatasetError, load_paired, read_image
+
+    if task == "sketch" or (root / "train_A").is_dir():
+        data = load_paired(root, "train", resolution)
+        return data.sources, data.targets, data.captions
+    folder, prompts_path = root / "train_B", root / "train_prompts.json"
+    if not folder.is_dir() or not prompts_path.is_file():
+        raise DatasetError(f"{root}: --task edge needs train_B/ and train_prompts.json (train_A/ is optional)")
+    prompts = json.loads(prompts_path.read_text(encoding="utf-8"))
+    if not isinstance(prompts, dict):
+        raise DatasetError(f"{prompts_path} must be a JSON object mapping file name -> caption")
+    names = sorted(path.name for path in folder.iterdir() if not path.name.startswith("."))
+    missing = [name for name in names if not isinstance(prompts.get(name), str) or not prompts[name].strip()]
+    if missing:
+        raise DatasetError(f"{prompts_path} has no caption for {missing[:5]}")
+    return None, np.stack([read_image(folder / name, resolution) for name in names]), [prompts[n].strip() for n in names]
+
+
+def control_batch(maps: torch.Tensor, indices: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """{0, 1} three-channel float controls, as the pipelines hand them to the model."""
+    chosen = maps[indices].to(device=device, dtype=torch.float32)
+    return chosen.unsqueeze(1).expand(-1, 3, -1, -1).contiguous()
+
+
+# --- the model ---------------------------------------------------------------------------------------
+
+class Pix2PixTurbo(nn.Module):
+    """The trainable parts on the frozen base: UNet LoRA + conv_in, VAE LoRA, skips + their LoRA."""
+
+    def __init__(self, base: SDTurbo, stochastic: bool, rank_unet: int, rank_vae: int) -> None:
+        super().__init__()
+        self.base = base
+        self.stochastic = stochastic
+        self.rank_unet, self.rank_vae = rank_unet, rank_vae
+        self.gamma = GammaState()
+        self.pretrained_conv_in = conv_pair(base.unet.conv_in)
+        base.unet.conv_in = BlendedConvIn(base.unet.conv_in, self.gamma)
+        add_lora(base.unet, UNET_ADAPTER, rank_unet, PEFT_DEFAULT_ALPHA, PIX2PIX_UNET_TARGETS)
+        self.vae_targets = [target for target in VAE_TARGETS if target not in SKIP_TARGETS]
+        add_lora(base.vae, VAE_ADAPTER, rank_vae, PEFT_DEFAULT_ALPHA, self.vae_targets)
+        self.skips = new_skip_connections(base)
+        add_lora(self.skips, VAE_ADAPTER, rank_vae, PEFT_DEFAULT_ALPHA, SKIP_TARGETS)
+        for module in (base.unet, base.vae, self.skips):
+            for name, parameter in module.named_parameters():
+                parameter.requires_grad_(".lora_" in name or name.startswith("conv_in.finetuned"))
+        for conv in self.skips.convs():
+            conv.base_layer.weight.requires_grad_(True)
+        scale_lora_per_example([base.unet, base.vae, self.skips], [UNET_ADAPTER, VAE_ADAPTER], self.gamma)
+        for model, adapter in ((base.unet, UNET_ADAPTER), (base.vae, VAE_ADAPTER), (self.skips, VAE_ADAPTER)):
+            switch = AdapterSwitch(model)
+            switch.refresh()
+            switch.apply({adapter: 1.0})
+        check_base_frozen(base)
+
+    def trained_modules(self) -> dict[str, nn.Module]:
+        return {"unet": self.base.unet, "vae": self.base.vae, "skips": self.skips}
+
+    def forward(self, control: torch.Tensor, embeddings: torch.Tensor, gamma: torch.Tensor | None = None,
+                noise: torch.Tensor | None = None) -> torch.Tensor:
+        with self.gamma.using(gamma):
+            return one_step(self.base, self.skips, control, embeddings, gamma, noise)
+
+    def upstream_checkpoint(self) -> dict[str, Any]:
+        """The trained weights under the keys upstream's train_pix2pix_turbo.py saves."""
+        conv_in: nn.Module = self.base.unet.conv_in
+        unet_state = lora_state(self.base.unet, UNET_ADAPTER, keep_adapter_name=UNET_ADAPTER)
+        finetuned = conv_pair(conv_in.finetuned)
+        if self.stochastic:
+            unet_state.update({f"conv_in.conv_in_curr.{k}": v for k, v in finetuned.items()})
+            unet_state.update({f"conv_in.conv_in_pretrained.{k}": v for k, v in self.pretrained_conv_in.items()})
+        else:
+            unet_state.update({f"conv_in.{k}": v for k, v in finetuned.items()})
+        vae_state = lora_state(self.base.vae, VAE_ADAPTER, keep_adapter_name=VAE_ADAPTER)
+        vae_state.update({f"decoder.{k}": v for k, v in lora_state(self.skips, VAE_ADAPTER, VAE_ADAPTER).items()})
+        vae_state.update({f"decoder.{name.replace('.weight', '.base_layer.weight')}": tensor
+                          for name, tensor in skip_weights(self.skips).items()})
+        return {"unet_lora_target_modules": list(PIX2PIX_UNET_TARGETS), "vae_lora_target_modules": list(VAE_TARGETS),
+                "rank_unet": self.rank_unet, "rank_vae": self.rank_vae,
+                "state_dict_unet": unet_state, "state_dict_vae": vae_state}
+
+    def task_weights(self, task: TaskName) -> TaskWeights:
+        """What the app loads, made from the upstream layout by the app's own converter."""
+        return convert_pix2pix(self.upstream_checkpoint(), task)
+
+
+# --- training ------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LossWeights:
+    l2: float = 1.0
+    perceptual: float = 5.0
+    gan: float = 0.5
+
+
+@dataclass
+class Batch:
+    control: torch.Tensor  # {0, 1}, (B, 3, H, W)
+    target: torch.Tensor  # [-1, 1], (B, 3, H, W)
+    embeddings: torch.Tensor
+    gamma: torch.Tensor | None = None  # (B,), the stochastic model only
+    noise: torch.Tensor | None = None  # (B, 4, H/8, W/8)
+
+
+def training_step(model: Pix2PixTurbo, discriminator: nn.Module, optimizers: dict[str, torch.optim.Optimizer],
+                  perceptual: PerceptualLoss, batch: Batch, weights: LossWeights, clip: float) -> dict[str, float]:
+    """One generator update (reconstruction weighted by gamma, GAN not), then one discriminator update."""
+    device = batch.target.device
+    weight = batch.gamma if batch.gamma is not None else torch.ones(len(batch.target), device=device)
+    with runner.autocast(device):
+        fake = model(batch.control, batch.embeddings, batch.gamma, batch.noise).float()
+        l2 = (weight * (fake - batch.target).pow(2).flatten(1).mean(1)).mean()
+        percept = (weight * perceptual(fake, batch.target)).mean()
+        with frozen(discriminator):
+            gan = generator_gan_loss(discriminator(fake))
+        loss = weights.l2 * l2 + weights.perceptual * percept + weights.gan * gan
+    loss.backward()
+    parameters = [p for group in optimizers["generator"].param_groups for p in group["params"]]
+    torch.nn.utils.clip_grad_norm_(parameters, clip)
+    optimizers["generator"].step()
+    optimizers["generator"].zero_grad(set_to_none=True)
+    with runner.autocast(device):
+        d_loss = discriminator_step([discriminator], optimizers["discriminator"], [(batch.target, fake)], clip)
+    return {"loss": loss.item(), "l2": l2.item(), "perceptual": percept.item(), "gan": gan.item(),
+            "disc": d_loss.item()}
+
+
+def load_base(args: argparse.Namespace, scratch: Path, device: torch.device) -> tuple[SDTurbo, Path]:
+    folder = runner.base_folder(args.base, scratch)
+    return load_sd_turbo(folder, device, torch.float32), folder
+
+
+def base_record(args: argparse.Namespace, folder: Path) -> dict[str, str]:
+    """How export finds the base again: tiny is rebuilt (deterministic), others by folder."""
+    return {"base": args.base, "base_dir": "" if args.base == "tiny" else str(folder.resolve())}
+
+
+def write_task_folder(model_dir: Path, weights: dict[TaskName, TaskWeights], base: dict[str, str],
+                      extra: dict[str, Any]) -> None:
+    """OUT/model: img2img-turbo/<the file name the app looks for> per task, and task.json."""
+    for task, task_weights in weights.items():
+        save_task_weights(task_weights, model_dir / "img2img-turbo" / CHECKPOINTS[task].converted_filename)
+    (model_dir / "task.json").write_text(json.dumps({**base, "tasks": sorted(weights), **extra}, indent=2))
+
+
+def main(args: argparse.Namespace) -> None:
+    runner.check_resolution(args.resolution)
+    device = runner.resolve_device(args.device)
+    task = TASKS[args.task]
+    sources, target_images, captions = load_pairs(args.dataset, args.task, args.resolution)
+    controls = control_maps(sources, target_images, args.task)
+    targets = torch.from_numpy(target_images)
+    torch.manual_seed(args.seed)
+    with tempfile.TemporaryDirectory(prefix="pix2pix-base-") as scratch:
+        base, base_dir = load_base(args, Path(scratch), device)
+    model = Pix2PixTurbo(base, args.task == "sketch", args.rank_unet, args.rank_vae)
+    discriminator = PatchDiscriminator().to(device)
+    modules = {**model.trained_modules(), "discriminator": discriminator}
+    runner.prepare_modules({"unet": base.unet}, device)
+    generator_parameters = trainable_parameters(*model.trained_modules().values())
+    optimizers = {"generator": torch.optim.AdamW(generator_parameters, lr=args.lr),
+                  "discriminator": torch.optim.AdamW(discriminator.parameters(), lr=args.lr)}
+    perceptual = PerceptualLoss(args.perceptual, device)
+    encode = CaptionEncoder(base)
+    latent_side = args.resolution // 8
+
+    weights = LossWeights(args.lambda_l2, args.lambda_perceptual, args.lambda_gan)
+
+    def step(index: int) -> dict[str, float]:
+        indices = runner.batch_indices(len(targets), args.batch_size, args.seed, index)
+        draws = runner.step_generator(args.seed, index)
+        gamma = noise = None
+        if model.stochastic:
+            gamma = torch.rand(len(indices), generator=draws).to(device)
+            noise = torch.randn((len(indices), 4, latent_side, latent_side), generator=draws).to(device)
+        batch = Batch(control_batch(controls, indices, device), image_batch(targets, indices, device),
+                      encode([captions[i] for i in indices.tolist()]), gamma, noise)
+        return training_step(model, discriminator, optimizers, perceptual, batch, weights, args.grad_clip)
+
+    shown = torch.arange(min(SAMPLE_COUNT, len(targets)))
+
+    def sample(path: Path) -> None:
+        control = control_batch(controls, shown, device)
+        embeddings = encode([captions[i] for i in shown.tolist()])
+        rows = [control * 2 - 1, model(control, embeddings).float()]
+        if model.stochastic:
+            noise = torch.randn((len(shown), 4, latent_side, latent_side), generator=torch.Generator().manual_seed(0))
+            rows.append(model(control, embeddings, torch.full((len(shown),), 0.4, device=device), noise.to(device)).float())
+        rows.append(image_batch(targets, shown, device))
+        runner.save_grid(torch.cat(rows), path, columns=len(shown))
+
+    def finish(model_dir: Path) -> dict[str, Any]:
+        write_task_folder(model_dir, {task: model.task_weights(task)}, base_record(args, base_dir),
+                          {"recipe": "pix2pix-turbo", "perceptual": perceptual.description})
+        return {"peak_rss_mb": peak_rss_mb(), "perceptual_loss": perceptual.description,
+                "trainable_parameters": sum(p.numel() for p in generator_parameters)}
+
+    config = {"task": task, "stochastic": model.stochastic, "perceptual": perceptual.description,
+              "gan": "PatchDiscriminator (ours; upstream uses a CLIP vision-aided GAN)",
+              **base_record(args, base_dir)}
+    runner.run_training(args, recipe="pix2pix-turbo", modules=modules, optimizers=optimizers, step=step,
+                        sample=sample, finish=finish, config=config)
