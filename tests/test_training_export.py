@@ -1,0 +1,134 @@
+"""export: trained pix2pix-turbo and cyclegan-turbo runs become one model folder that
+Studio.load(source="local") serves, with outputs that differ from the untrained base."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
+
+from models.sd_turbo import load_sd_turbo
+from models.tiny import write_tiny_hub_layout
+from pipelines import Studio
+from tests.training_turbo_data import domain_images, write_paired, write_unpaired
+from training.__main__ import main as training_main
+from training.cyclegan_turbo import CycleGANTurbo
+from training.pix2pix_turbo import Pix2PixTurbo, control_batch
+from training.runner import TrainingInputError
+from training.turbo_common import CaptionEncoder
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("export")
+    common = ["--base", "tiny", "--steps", "3", "--resolution", str(SIZE), "--device", "cpu", "--lr", "3e-3"]
+    training_main(["pix2pix-turbo", "--dataset", str(write_paired(root / "paired")), "--out", str(root / "sketch"),
+                   "--task", "sketch", "--batch-size", "2", *common])
+    training_main(["cyclegan-turbo", "--dataset", str(write_unpaired(root / "unpaired", count=3)),
+                   "--out", str(root / "day_night"), "--batch-size", "1", "--rank-unet", "4", *common])
+    return {"sketch": root / "sketch", "day_night": root / "day_night", "root": root}
+
+
+@pytest.fixture(scope="module")
+def exported(runs: dict[str, Path]) -> Path:
+    out = runs["root"] / "model"
+    training_main(["export", str(runs["sketch"]), str(runs["day_night"]), "--out", str(out)])
+    return out
+
+
+@pytest.fixture(scope="module")
+def studio(exported: Path, tmp_path_factory: pytest.TempPathFactory) -> Studio:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ONESTEP_CACHE", str(tmp_path_factory.mktemp("cache")))
+        return Studio.load("local", model_dir=exported, device="cpu",
+                           tasks=("sketch_to_image", "day_to_night", "night_to_day"))
+
+
+def untrained(kind: str, base_dir: Path):
+    torch.manual_seed(0)
+    base = load_sd_turbo(base_dir, torch.device("cpu"), torch.float32)
+    return Pix2PixTurbo(base, True, 8, 4) if kind == "sketch" else CycleGANTurbo(base, 4, 4)
+
+
+def test_model_folder_has_the_sd_turbo_layout_and_the_task_files(exported: Path) -> None:
+    for part in ("tokenizer/vocab.json", "text_encoder/model.safetensors", "unet/diffusion_pytorch_model.safetensors",
+                 "vae/diffusion_pytorch_model.safetensors", "scheduler/scheduler_config.json"):
+        assert (exported / part).is_file(), part
+    tasks = sorted(path.name for path in (exported / "img2img-turbo").iterdir())
+    assert tasks == ["day2night.safetensors", "night2day.safetensors", "sketch_to_image_stochastic_lora.safetensors"]
+    assert json.loads((exported / "EXPORT.json").read_text())["tasks"] == ["day_to_night", "night_to_day",
+                                                                          "sketch_to_image"]
+
+
+def test_studio_serves_every_exported_task(studio: Studio) -> None:
+    assert studio.source.active == "local"
+    assert studio.unavailable_tasks == {}
+
+
+def test_trained_sketch_model_differs_from_the_untrained_base(studio: Studio, exported: Path) -> None:
+    sketch = np.full((SIZE, SIZE), 255, np.uint8)
+    sketch[8:24, 8] = sketch[8:24, 23] = sketch[8, 8:24] = sketch[23, 8:24] = 0
+    served = torch.from_numpy(np.asarray(studio.sketch_to_image(sketch, "a red square", gamma=1.0), np.float32))
+    model = untrained("sketch", exported)
+    control = control_batch(torch.from_numpy(sketch < 128)[None], torch.tensor([0]), torch.device("cpu"))
+    with torch.no_grad():
+        bare = model(control, CaptionEncoder(model.base)(["a red square"]), torch.tensor([1.0]))
+    bare_pixels = ((bare[0].clamp(-1, 1) + 1) * 127.5).round().permute(1, 2, 0)
+    assert (served - bare_pixels).abs().mean() > 1.0
+
+
+def test_trained_translation_differs_from_the_untrained_base(studio: Studio, exported: Path) -> None:
+    """day_to_night against the untrained model (at the app's 512 px); night_to_day differs from it."""
+    direction = "day_to_night"
+    photo = Image.fromarray(domain_images(140, 230, 1, 5)[0])
+    served = np.asarray(studio.translate(photo, direction=direction).resize((SIZE, SIZE)), np.float32)
+    model = untrained("cyclegan", exported)
+    pixels = torch.from_numpy(np.asarray(photo.resize((512, 512), Image.LANCZOS), np.float32)).permute(2, 0, 1)[None]
+    caption = "driving in the night" if direction == "day_to_night" else "driving in the day"
+    with torch.no_grad():
+        bare = model(pixels / 127.5 - 1, "a2b" if direction == "day_to_night" else "b2a",
+                     CaptionEncoder(model.base)([caption]))
+    bare_image = Image.fromarray(((bare[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy())
+    assert np.abs(served - np.asarray(bare_image.resize((SIZE, SIZE)), np.float32)).mean() > 1.0
+    other = np.asarray(studio.translate(photo, direction="night_to_day").resize((SIZE, SIZE)), np.float32)
+    assert np.abs(served - other).mean() > 1.0
+
+
+def test_float16_export_halves_the_files_and_still_serves(runs: dict[str, Path], tmp_path: Path, monkeypatch) -> None:
+    out = tmp_path / "fp16"
+    training_main(["export", str(runs["sketch"]), "--out", str(out), "--dtype", "float16"])
+    assert (out / "unet" / "diffusion_pytorch_model.fp16.safetensors").is_file()
+    with safe_open(str(out / "img2img-turbo" / "sketch_to_image_stochastic_lora.safetensors"), "pt") as handle:
+        assert {handle.get_tensor(key).dtype for key in handle.keys()} == {torch.float16}
+    monkeypatch.setenv("ONESTEP_CACHE", str(tmp_path / "cache"))
+    studio = Studio.load("local", model_dir=out, device="cpu", tasks=("sketch_to_image",))
+    assert studio.unavailable_tasks == {}
+
+
+def test_export_refuses_bad_input(runs: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(TrainingInputError, match="task.json"):
+        training_main(["export", str(tmp_path), "--out", str(tmp_path / "a")])
+    with pytest.raises(TrainingInputError, match="two runs"):
+        training_main(["export", str(runs["sketch"]), str(runs["sketch"]), "--out", str(tmp_path / "b")])
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "file").write_text("x")
+    with pytest.raises(TrainingInputError, match="not an empty folder"):
+        training_main(["export", str(runs["sketch"]), "--out", str(taken)])
+    other = write_tiny_hub_layout(tmp_path / "other-base")
+    run_info = json.loads((runs["day_night"] / "model" / "task.json").read_text())
+    moved = tmp_path / "other-run" / "model"
+    (moved / "img2img-turbo").mkdir(parents=True)
+    for name in ("day2night.safetensors", "night2day.safetensors"):
+        (moved / "img2img-turbo" / name).write_bytes((runs["day_night"] / "model" / "img2img-turbo" / name).read_bytes())
+    (moved / "task.json").write_text(json.dumps({**run_info, "base": str(other), "base_dir": str(other)}))
+    with pytest.raises(TrainingInputError, match="one base"):
+        training_main(["export", str(runs["sketch"]), str(moved.parent), "--out", str(tmp_path / "c")])
+    assert not any(path.name.startswith(".tmp-") for path in tmp_path.iterdir())
