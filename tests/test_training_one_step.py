@@ -107,7 +107,7 @@ def test_run_resumes_exactly_and_the_model_folder_draws_in_one_step(teacher: Pat
     run_recipe(teacher, dataset, whole, 4)
     run_recipe(teacher, dataset, split, 2)
     run_recipe(teacher, dataset, split, 4, "--resume")
-    for name in ("unet", "discriminator"):
+    for name in ("unet", "discriminator", "ema_unet"):
         first = load_file(str(whole / "checkpoints" / "step_000004" / f"{name}.safetensors"))
         second = load_file(str(split / "checkpoints" / "step_000004" / f"{name}.safetensors"))
         assert first.keys() == second.keys()

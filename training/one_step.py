@@ -20,7 +20,14 @@ Choices made here (the paper leaves them open or states them for SD at scale):
   logit per bottleneck location. Non-saturating GAN loss with the authors' logit margin (real
   logits above +m and fake below -m give no further discriminator gradient; the generator stops
   pushing past +m), discriminator Adam betas (0, 0.999), both networks' gradients clipped to 1.
-- The text encoder and the VAE stay frozen (the teacher's); only the UNet and the discriminator train.
+- The text encoder and the VAE stay frozen (the teacher's); only the UNet and the discriminator
+  train. An EMA of the generator (decay 0.99, as the authors sample) is what the grids show and
+  OUT/model holds.
+
+Output: OUT/samples/teacher_one_step.png and teacher_25_steps.png (the teacher's one step and its
+Euler sampling with guidance 3, as the latent-diffusion grids), step_NNNNNN.png (one step, two
+seeds per prompt), and OUT/model/ in the stabilityai/sd-turbo layout (the new UNet; the teacher's
+VAE, text encoder, tokenizer and scheduler), which `--source local --model-dir OUT/model` serves.
 """
 
 from __future__ import annotations
@@ -33,15 +40,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import DDIMScheduler, UNet2DConditionModel
+from diffusers import UNet2DConditionModel
 from torch import nn
 
 from models.sd_turbo import FINAL_TIMESTEP, SDTurbo, load_sd_turbo
-from training.runner import (TrainingInputError, add_common_arguments, autocast, batch_indices, check_resolution,
-                             prepare_modules, resolve_device, run_model_dir, run_training, sampling_mode, save_grid,
+from training.common import load_captioned_images
+from training.latent_diffusion import euler_samples, sample_prompts
+from training.runner import (TrainingInputError, add_common_arguments, autocast, batch_indices, check_out,
+                             check_resolution, prepare_modules, resolve_device, run_model_dir, run_training, save_grid,
                              save_model_folder, step_generator)
 
 RECIPE = "one-step"
@@ -236,6 +244,7 @@ def ufogen_step(unet: UNet2DConditionModel, discriminator: Discriminator, unet_o
 SAMPLE_PROMPT_COUNT = 8
 SAMPLE_SEEDS = (0, 1)
 TEACHER_SAMPLING_STEPS = 25
+TEACHER_GUIDANCE = 3.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -244,6 +253,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "stabilityai/sd-turbo layout; its UNet is the generator's and the discriminator's start")
     add_common_arguments(parser, default_resolution=128, default_steps=2000, default_batch_size=16, default_lr=1e-4)
     parser.add_argument("--discriminator-lr", type=float, default=None, help="default: --lr")
+    parser.add_argument("--ema-decay", type=float, default=0.99,
+                        help="EMA of the generator, which the samples and OUT/model use (default: %(default)s)")
     parser.add_argument("--final-step-fraction", type=float, default=UFOGenSettings.final_step_fraction,
                         help="share of examples trained at t = 999, the one-step sampler's step (default: %(default)s)")
     parser.add_argument("--discriminator-gap", type=int, default=UFOGenSettings.discriminator_gap,
@@ -283,19 +294,10 @@ def encode_text(base: SDTurbo, captions: Sequence[str]) -> torch.Tensor:
         return base.text_encoder(token_ids)[0].float()
 
 
-def encode_images(base: SDTurbo, images: np.ndarray) -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> scaled latents (the posterior mean times the VAE's scaling factor)."""
-    pixels = torch.from_numpy(images).to(base.device).permute(0, 3, 1, 2).float() / 127.5 - 1
+def encode_images(base: SDTurbo, pixels: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1] -> scaled latents (the posterior mean times the VAE's scaling factor)."""
     with torch.no_grad():
         return base.vae.encode(pixels).latent_dist.mode().float() * base.latent_scale
-
-
-def sample_prompts(captions: Sequence[str], count: int = SAMPLE_PROMPT_COUNT) -> list[str]:
-    """Evenly spaced distinct captions of the training set (sorted), the same on every run."""
-    distinct = sorted(set(captions))
-    if len(distinct) <= count:
-        return distinct
-    return [distinct[round(i * (len(distinct) - 1) / (count - 1))] for i in range(count)]
 
 
 def start_noise(shape: tuple[int, ...], seed: int, device: torch.device) -> torch.Tensor:
@@ -316,38 +318,28 @@ def one_step_images(base: SDTurbo, unet: UNet2DConditionModel, text: torch.Tenso
     return torch.cat(images)
 
 
-def multi_step_images(base: SDTurbo, unet: UNet2DConditionModel, scheduler_dir: Path, text: torch.Tensor,
-                      seeds: Sequence[int], latent_side: int, steps: int = TEACHER_SAMPLING_STEPS) -> torch.Tensor:
-    """The teacher's own multi-step sampling (DDIM, `steps` steps): the yardstick one step is held to."""
-    scheduler = DDIMScheduler.from_pretrained(scheduler_dir, subfolder="scheduler")
-    scheduler.set_timesteps(steps, device=base.device)
-    images = []
-    for seed in seeds:
-        latents = start_noise((text.shape[0], unet.config.in_channels, latent_side, latent_side), seed, base.device)
-        latents = latents * scheduler.init_noise_sigma
-        for t in scheduler.timesteps:
-            eps = unet(scheduler.scale_model_input(latents, t), t, encoder_hidden_states=text).sample
-            latents = scheduler.step(eps, t, latents).prev_sample
-        images.append(base.vae.decode(latents / base.latent_scale).sample)
-    return torch.cat(images)
-
-
 def latent_factor(base: SDTurbo) -> int:
     """Pixels per latent cell: 2 ** (number of VAE blocks - 1), 8 for SD's VAE."""
     return 2 ** (len(base.vae.config.block_out_channels) - 1)
 
 
-def teacher_references(base: SDTurbo, folder: Path, prompts: Sequence[str], latent_side: int,
+def teacher_references(base: SDTurbo, prompts: Sequence[str], latent_side: int, seed: int,
                        samples: Path) -> dict[Path, torch.Tensor]:
-    """The teacher's one-step and multi-step images of the sample prompts, for the grids not yet
-    written (computed before training, while the UNet is still the teacher's, resumed or not)."""
+    """The teacher's images of the sample prompts, for the grids not yet written: its one step
+    (what the app draws with it) and its own multi-step sampling (Euler with guidance, as the
+    latent-diffusion grids), the yardstick one step is held to. Computed before training, while
+    the UNet is still the teacher's, on a fresh run and a resumed one alike."""
     wanted = [samples / "teacher_one_step.png", samples / f"teacher_{TEACHER_SAMPLING_STEPS}_steps.png"]
     if all(path.is_file() for path in wanted):
         return {}
     with torch.no_grad():
-        text = encode_text(base, prompts)
+        text, empty = encode_text(base, prompts), encode_text(base, [""] * len(prompts))
+        shape = (len(prompts), base.unet.config.in_channels, latent_side, latent_side)
+        multi = [euler_samples(base.unet, text, empty, TEACHER_SAMPLING_STEPS, TEACHER_GUIDANCE,
+                               torch.Generator().manual_seed(seed + extra), shape, base.device)
+                 for extra in SAMPLE_SEEDS]
         return {wanted[0]: one_step_images(base, base.unet, text, SAMPLE_SEEDS, latent_side),
-                wanted[1]: multi_step_images(base, base.unet, folder, text, SAMPLE_SEEDS, latent_side)}
+                wanted[1]: base.vae.decode(torch.cat(multi) / base.latent_scale).sample}
 
 
 def save_grid_atomic(images: torch.Tensor, path: Path, columns: int) -> None:
@@ -356,53 +348,63 @@ def save_grid_atomic(images: torch.Tensor, path: Path, columns: int) -> None:
     os.replace(temp, path)
 
 
-def main(args: argparse.Namespace) -> None:
-    from training.data.layouts import load_captioned
+def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * model, parameter by parameter."""
+    with torch.no_grad():
+        for ema_parameter, parameter in zip(ema.parameters(), model.parameters(), strict=True):
+            ema_parameter.lerp_(parameter.detach(), 1.0 - decay)
 
+
+def main(args: argparse.Namespace) -> None:
     check_resolution(args.resolution)
+    check_out(args.out, RECIPE, args.resume)
     settings = settings_from(args)
+    if not 0.0 <= args.ema_decay < 1.0:
+        raise TrainingInputError(f"--ema-decay {args.ema_decay} must be in [0, 1)")
     device = resolve_device(args.device)
     folder = teacher_folder(args.teacher)
-    images, captions = load_captioned(args.dataset, "train", args.resolution)
+    data = load_captioned_images(args.dataset, "train", args.resolution)
     torch.manual_seed(args.seed)
 
     base = load_sd_turbo(folder, device, torch.float32)
+    prompts = sample_prompts(data.captions)
+    latent_side = args.resolution // latent_factor(base)
+    teacher_grids = teacher_references(base, prompts, latent_side, args.seed, args.out / "samples")
     unet = base.unet  # the generator: the teacher's UNet, trained in place
     discriminator = Discriminator(unet)
+    ema_unet = copy.deepcopy(unet).eval().requires_grad_(False)
     unet.train().requires_grad_(True)
     discriminator.train()
-    modules = {"unet": unet, "discriminator": discriminator}
-    prepare_modules(modules, device)
+    prepare_modules({"unet": unet, "discriminator": discriminator}, device)
+    modules = {"unet": unet, "discriminator": discriminator, "ema_unet": ema_unet}
     unet_optimizer = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=0.0)
     discriminator_optimizer = torch.optim.AdamW(discriminator.parameters(), lr=args.discriminator_lr or args.lr,
                                                 betas=(0.0, 0.999), weight_decay=0.0)
 
     def step(index: int) -> dict[str, float]:
-        picked = batch_indices(len(captions), args.batch_size, args.seed, index).numpy()
-        latents = encode_images(base, images[picked])
-        text = encode_text(base, [captions[i] for i in picked])
+        picked = batch_indices(len(data), args.batch_size, args.seed, index)
+        latents = encode_images(base, data.batch(picked, device))
+        text = encode_text(base, [data.captions[i] for i in picked.tolist()])
         with autocast(device):
             losses = ufogen_step(unet, discriminator, unet_optimizer, discriminator_optimizer, latents, text,
                                  base.alphas_cumprod, settings, step_generator(args.seed, index))
+        update_ema(ema_unet, unet, min(args.ema_decay, (1 + index) / (10 + index)))
         return {"d": losses.discriminator, "adv": losses.adversarial, "rec": losses.reconstruction}
-
-    prompts = sample_prompts(captions)
-    latent_side = args.resolution // latent_factor(base)
-    columns = len(prompts)
-    teacher_grids = teacher_references(base, folder, prompts, latent_side, args.out / "samples")
 
     def sample(path: Path) -> None:
         for reference, grid in teacher_grids.items():
             if not reference.is_file():
-                save_grid_atomic(grid, reference, columns)
-        save_grid(one_step_images(base, unet, encode_text(base, prompts), SAMPLE_SEEDS, latent_side), path, columns)
+                save_grid_atomic(grid, reference, len(prompts))
+        text = encode_text(base, prompts)
+        save_grid(one_step_images(base, ema_unet, text, SAMPLE_SEEDS, latent_side), path, len(prompts))
 
     def finish(model_dir: Path) -> dict[str, Any]:
-        save_model_folder(model_dir, unet=unet, base_dir=folder, scheduler_config=None)
+        save_model_folder(model_dir, unet=ema_unet, base_dir=folder, scheduler_config=None)
         return {"teacher": str(folder), "sample_prompts": prompts}
 
     run_training(args, recipe=RECIPE, modules=modules,
                  optimizers={"unet": unet_optimizer, "discriminator": discriminator_optimizer},
                  step=step, sample=sample, finish=finish,
-                 config={**asdict(settings), "teacher": str(folder), "text_encoder": "frozen",
-                         "discriminator_lr": args.discriminator_lr or args.lr, "sample_prompts": prompts})
+                 config={**asdict(settings), "teacher": str(folder), "text_encoder": "frozen (the teacher's)",
+                         "vae": "frozen (the teacher's)", "discriminator_lr": args.discriminator_lr or args.lr,
+                         "ema_decay": args.ema_decay, "sample_prompts": prompts})
