@@ -124,3 +124,15 @@ def test_run_resumes_exactly_and_the_model_folder_draws_in_one_step(teacher: Pat
     ours = np.asarray(trained.text_to_image("a red circle", seed=3, width=256, height=256), dtype=np.float32)
     theirs = np.asarray(bare.text_to_image("a red circle", seed=3, width=256, height=256), dtype=np.float32)
     assert np.abs(ours - theirs).mean() > 1.0
+
+
+def test_bad_input_is_refused_before_training(teacher: Path, dataset: Path, tmp_path: Path) -> None:
+    from training.runner import TrainingInputError
+
+    with pytest.raises(TrainingInputError, match="unet/config.json"):
+        run_recipe(tmp_path / "no-teacher", dataset, tmp_path / "a", 1)
+    with pytest.raises(TrainingInputError, match="--final-step-fraction"):
+        run_recipe(teacher, dataset, tmp_path / "b", 1, "--final-step-fraction", "2")
+    with pytest.raises(TrainingInputError, match="--dataset"):
+        run_recipe(teacher, tmp_path / "no-data", tmp_path / "c", 1)
+    assert not any((tmp_path / name).exists() for name in ("a", "b", "c"))
