@@ -43,6 +43,15 @@ def save_png(image: np.ndarray, path: Path) -> None:
     Image.fromarray(image, mode="RGB").save(path, optimize=False, compress_level=6)
 
 
+def link_or_copy(source: Path, destination: Path) -> None:
+    """Hard-link a written file into a second layout (no extra disk), copying where links fail."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, destination)
+    except OSError:
+        shutil.copyfile(source, destination)
+
+
 def write_json(data: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1, ensure_ascii=False, sort_keys=True) + "\n", encoding="utf-8")

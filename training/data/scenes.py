@@ -23,7 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from training.data.output import save_png, write_json, write_metadata, write_text
+from training.data.output import link_or_copy, save_png, write_json, write_metadata, write_text
 
 CONDITIONS = ("day", "night", "rainy")
 PROMPTS = {"day": "driving in the day", "night": "driving in the night", "rainy": "driving in heavy rain"}
@@ -386,7 +386,7 @@ def build_scenes(out: Path, count: int, resolution: int, seed: int,
         image, layout = render_scene(seed * 4 + domain.stream, index, domain.condition, resolution)
         name = f"{domain.condition}_{domain.stream}_{index:05d}.png"
         save_png(image, out / domain.dataset / f"{split}_{domain.side}" / name)
-        save_png(image, out / "captioned" / split / name)
+        link_or_copy(out / domain.dataset / f"{split}_{domain.side}" / name, out / "captioned" / split / name)
         metadata[split].append({"file_name": name, "text": PROMPTS[domain.condition], "condition": domain.condition,
                                 "time": "night" if domain.condition == "night" else "day",
                                 "weather": "rainy" if domain.condition == "rainy" else "clear",
