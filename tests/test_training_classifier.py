@@ -133,6 +133,7 @@ def test_feature_extractor_loads_from_a_run(trained_run: Path) -> None:
 # ------------------------------------------------------------------------------ evaluate, end to end
 
 def write_paired(folder: Path, sources: list[np.ndarray], targets: list[np.ndarray], captions: list[str]) -> None:
+    """folder/test_A, test_B and test_prompts.json (the paired layout's held-out split)."""
     for side, images in (("A", sources), ("B", targets)):
         (folder / f"test_{side}").mkdir(parents=True)
         for index, image in enumerate(images):
@@ -184,6 +185,8 @@ def evaluation_inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pat
     for subfolder in ("day_night", "clear_rainy"):
         write_unpaired(scenes / subfolder, [dark_or_bright(rng, True) for _ in range(3)],
                        [dark_or_bright(rng, False) for _ in range(3)])
+    days = [dark_or_bright(rng, True) for _ in range(3)]
+    write_paired(scenes / "paired" / "day_night", days, [day // 4 for day in days], ["driving in the night"] * 3)
     torch.manual_seed(0)
     config = ClassifierConfig(SIZE, (8, 16), {"concept": ("moon", "sun"), "style": ("flat", "line"),
                                              "condition": ("day", "night", "rainy")})
@@ -218,6 +221,7 @@ def test_evaluate_measures_present_tasks_and_reports_absent_ones_as_missing(eval
     assert sketch["spread_across_seeds"]["0.2"] > 0
     night = results["translation"]["day_to_night"]
     assert night["status"] == "measured" and 0 <= night["success_rate"] <= 1 and 0 <= night["edge_agreement"] <= 1
+    assert night["inputs"].endswith("paired/day_night") and night["reference"]["identity_psnr"] < 100
     assert set(results["missing"]) == {"edge_to_image", "night_to_day", "clear_to_rainy", "rainy_to_clear"}
     assert "was not found" in results["missing"]["night_to_day"]
     assert results["edit"]["status"] == "measured" and set(results["edit"]["strengths"]) == {"0.2", "0.4", "0.6", "0.8", "1.0"}

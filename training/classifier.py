@@ -386,7 +386,7 @@ def main(args: argparse.Namespace) -> None:
         return {"loss": total.item(), **{head: value.item() for head, value in losses.items()}}
 
     def sample(path: Path) -> None:
-        shown = torch.arange(min(SAMPLE_COUNT, len(train)))
+        shown = torch.linspace(0, len(train) - 1, min(SAMPLE_COUNT, len(train))).round().long()  # every dataset
         generator = runner.step_generator(args.seed, 0, stream=2)
         runner.save_grid(augment(batch(shown), flippable_rows[shown].to(device), generator), path)
 

@@ -9,7 +9,10 @@ Loads MODEL_DIR as the app does (`Studio.load(source="local")`) and measures, on
   line art unchanged; spread across seeds at gamma 0.2 / 0.6 / 1.0; edge to image: PSNR;
 - day_to_night, night_to_day, clear_to_rainy, rainy_to_clear on held-out scenes: fraction the
   classifier puts in the target condition (the untranslated inputs' rate beside it) and Canny
-  edge agreement with the input (training.metrics documents both);
+  edge agreement with the input (training.metrics documents both); where the scenes dataset has
+  its paired reference (paired/: the same layouts in both conditions) those scenes are the inputs
+  and PSNR / L1 against the same scene in the target condition are added, with the input's own
+  PSNR as the do-nothing baseline;
 - edit: L1 and perceptual distance from the photo at growing strength.
 A task whose weights are absent is reported as missing (with the reason), not as failed.
 Writes --out (JSON) and the same path with .md (a table with the command, date, device and the
@@ -252,10 +255,23 @@ def evaluate_edge(studio: Any, args: argparse.Namespace) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------------- translation
 
+def translation_inputs(scenes: Path, subfolder: str, domain: str, resolution: int,
+                       limit: int) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """Held-out scenes of the input domain, and the same scenes rendered in the target condition
+    where the dataset has a paired reference (scenes/paired/...); else the unpaired test split."""
+    from training.data.layouts import load_paired, load_unpaired
+
+    reference = scenes / "paired" / subfolder
+    if (reference / "test_A").is_dir():
+        pairs = load_paired(reference, "test", resolution, limit=limit)
+        inputs, targets = (pairs.sources, pairs.targets) if domain == "A" else (pairs.targets, pairs.sources)
+        return inputs, targets, str(reference)
+    data = load_unpaired(scenes / subfolder, "test", resolution, limit=limit)
+    return (data.images_a if domain == "A" else data.images_b), None, str(scenes / subfolder)
+
+
 def evaluate_translation(studio: Any, classifier: Classifier, args: argparse.Namespace,
                          checks: list[Check]) -> dict[str, Any]:
-    from training.data.layouts import load_unpaired
-
     conditions = classifier.config.labels.get("condition", ())
     results: dict[str, Any] = {}
     for direction, (subfolder, domain, target) in TRANSLATIONS.items():
@@ -265,15 +281,17 @@ def evaluate_translation(studio: Any, classifier: Classifier, args: argparse.Nam
         if target not in conditions:
             results[direction] = missing(f"the classifier has no condition {target!r} (its conditions: {conditions})")
             continue
-        data = load_unpaired(args.scenes / subfolder, "test", args.resolution, limit=args.limit)
-        inputs = data.images_a if domain == "A" else data.images_b
+        inputs, references, source = translation_inputs(args.scenes, subfolder, domain, args.resolution, args.limit)
         outputs = np.stack([as_array(studio.translate(image, direction=direction)) for image in inputs])
         target_index = conditions.index(target)
-        result = {"status": "measured", "images": len(inputs), "target_condition": target,
+        result = {"status": "measured", "inputs": source, "images": len(inputs), "target_condition": target,
                   "success_rate": domain_success_rate(classify(classifier, outputs).logits["condition"], target_index),
                   "inputs_success_rate": domain_success_rate(classify(classifier, inputs).logits["condition"],
                                                              target_index),
                   "edge_agreement": edge_agreement(inputs, outputs)}
+        if references is not None:
+            result["reference"] = {"psnr": psnr(outputs, references), "identity_psnr": psnr(inputs, references),
+                                   "l1": l1_distance(outputs, references)}
         results[direction] = result
         checks.append(Check(direction, f"classified {target}", result["success_rate"], ">= 0.9",
                             result["success_rate"] >= 0.9))
