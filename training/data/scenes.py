@@ -173,7 +173,7 @@ def _bgr(color: Color) -> tuple[float, float, float]:
     return tuple(float(c) for c in color)
 
 
-def _draw_surfaces(layout: SceneLayout, canvas: np.ndarray, mask: np.ndarray, look: Look) -> None:
+def _draw_surfaces(layout: SceneLayout, canvas: np.ndarray, mask: np.ndarray) -> None:
     """Everything that reflects light: hills, ground, road, buildings, trees, lamp posts, cars."""
     size, horizon = layout.size, layout.horizon
 
@@ -309,7 +309,7 @@ def render(layout: SceneLayout, condition: str, rng: np.random.Generator, resolu
     size = layout.size
     surfaces = np.zeros((size, size, 3), np.float32)
     mask = np.zeros((size, size), np.float32)
-    _draw_surfaces(layout, surfaces, mask, look)
+    _draw_surfaces(layout, surfaces, mask)
     surfaces = _saturate(surfaces, look.saturation) * np.array(look.light, np.float32)
     sky = _sky(layout, look)
     _clouds(layout, sky, look, rng)
