@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
@@ -41,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--disc-weight", type=float, default=0.5)
     parser.add_argument("--disc-channels", type=runner.positive_int, default=32)
     parser.add_argument("--disc-layers", type=runner.positive_int, default=3)
+    parser.add_argument("--also", type=Path, nargs="+", default=[], metavar="DATASET",
+                        help="more captioned folders to train on beside --dataset (e.g. scenes beside emoji, "
+                             "so one VAE serves every task)")
 
 
 def vae_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -138,7 +142,7 @@ def main(args: argparse.Namespace) -> None:
     device = runner.resolve_device(args.device)
     runner.check_out(args.out, RECIPE, args.resume)
     config = vae_config(args)
-    train = load_captioned_images(args.dataset, "train", args.resolution)
+    train = load_splits([args.dataset, *args.also], "train", args.resolution)
     torch.manual_seed(args.seed)
     vae = AutoencoderKL(**config)
     disc = PatchDiscriminator(args.disc_channels, args.disc_layers)
@@ -198,7 +202,8 @@ def main(args: argparse.Namespace) -> None:
         vae.register_to_config(scaling_factor=1.0 / std)
         metrics: dict[str, Any] = {"latent_std": std, "scaling_factor": 1.0 / std,
                                    "train_psnr_db": reconstruction_psnr(vae, train, device, args.batch_size)}
-        test = load_captioned_images(args.dataset, "test", args.resolution) if has_split(args.dataset, "test") else None
+        with_test = [dataset for dataset in [args.dataset, *args.also] if has_split(dataset, "test")]
+        test = load_splits(with_test, "test", args.resolution) if with_test else None
         if test is not None:
             metrics["test_psnr_db"] = reconstruction_psnr(vae, test, device, args.batch_size)
         runner.save_model_folder(model_dir, vae=vae.to(torch.float32), scheduler_config=None)
@@ -209,6 +214,13 @@ def main(args: argparse.Namespace) -> None:
                         config={"vae": {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()},
                                 "vae_parameters": parameter_count(vae), "disc_parameters": parameter_count(disc),
                                 "train_images": len(train)})
+
+
+def load_splits(datasets: list[Path], split: str, resolution: int) -> CaptionedImages:
+    """One split of several captioned folders, concatenated."""
+    parts = [load_captioned_images(dataset, split, resolution) for dataset in datasets]
+    return CaptionedImages(np.concatenate([part.images for part in parts]),
+                           [caption for part in parts for caption in part.captions])
 
 
 def has_split(dataset: Path, split: str) -> bool:
