@@ -52,7 +52,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     emoji = make_dataset(root / "emoji", "concept", ("moon", "sun"), 0, {"style": "flat"})
     scenes = make_dataset(root / "scenes", "condition", ("night", "day"), 1, {})
     out = root / "run"
-    training_main(["classifier", "--dataset", str(emoji), str(scenes), "--out", str(out), "--device", "cpu",
+    training_main(["classifier", "--dataset", str(emoji), f"{scenes}:12", "--out", str(out), "--device", "cpu",
                    "--resolution", str(SIZE), "--widths", "8,16", "--steps", "40", "--batch-size", "16",
                    "--lr", "0.01", "--sample-every", "40"])
     return out
@@ -61,6 +61,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_loss_falls_and_held_out_images_are_separated(trained_run: Path) -> None:
     record = json.loads((trained_run / "record.json").read_text())
     assert record["status"] == "finished"
+    assert record["config"]["train_images"] == 24 + 12  # scenes:12 takes 12 of its 24, evenly spaced
     loss = record["loss_summary"]["loss"]
     assert loss["last_10pct_mean"] < 0.7 * loss["first"]
     assert record["metrics"]["test:emoji"]["concept_top1"] == 1.0
@@ -224,9 +225,11 @@ def test_evaluate_measures_present_tasks_and_reports_absent_ones_as_missing(eval
     assert night["inputs"].endswith("paired/day_night") and night["reference"]["identity_psnr"] < 100
     assert set(results["missing"]) == {"edge_to_image", "night_to_day", "clear_to_rainy", "rainy_to_clear"}
     assert "was not found" in results["missing"]["night_to_day"]
-    assert results["edit"]["status"] == "measured" and set(results["edit"]["strengths"]) == {"0.2", "0.4", "0.6", "0.8", "1.0"}
+    assert results["edit"]["status"] == "measured"
+    assert set(results["edit"]["strengths"]) == {"0.2", "0.4", "0.6", "0.8", "1.0"}
     measures = {(check["task"], check["measure"]) for check in results["checks"]}
-    assert ("day_to_night", "classified night") in measures and ("text_to_image", "prompted concept in top 5") in measures
+    assert ("day_to_night", "classified night (classifier)") in measures
+    assert ("text_to_image", "prompted concept in top 5 (classifier)") in measures
     table = out.with_suffix(".md").read_text()
     assert results["classifier"]["sha256"][:16] in table and "missing" in table and "| day_to_night |" in table
     assert results["command"].startswith(f"python -m training evaluate {paths['model']} --classifier")

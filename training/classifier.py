@@ -224,8 +224,31 @@ def captioned_folder(root: Path) -> Path:
     return root / "captioned" if (root / "captioned").is_dir() else root
 
 
-def read_split(root: Path, split: str, resolution: int) -> tuple[np.ndarray, dict[str, list[str]]]:
-    """A dataset's captioned images of a split with their metadata labels (field -> value per image)."""
+@dataclass(frozen=True)
+class DatasetChoice:
+    """A --dataset value: DIR, or DIR:N to train on N of its train images (evenly spaced, so every
+    condition or concept block of the metadata stays represented)."""
+
+    root: Path
+    limit: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> DatasetChoice:
+        folder, _, count = text.rpartition(":")
+        if folder and count.isdigit():
+            if int(count) < 2:
+                raise argparse.ArgumentTypeError(f"{text}: N in DIR:N must be at least 2")
+            return cls(Path(folder), int(count))
+        return cls(Path(text))
+
+    def __str__(self) -> str:
+        return f"{self.root}:{self.limit}" if self.limit else str(self.root)
+
+
+def read_split(root: Path, split: str, resolution: int,
+               limit: int | None = None) -> tuple[np.ndarray, dict[str, list[str]]]:
+    """A dataset's captioned images of a split with their metadata labels (field -> value per
+    image); with a limit, that many images evenly spaced over the split."""
     from training.data.layouts import DatasetError, load_captioned
 
     if not Path(root).is_dir():
@@ -234,7 +257,11 @@ def read_split(root: Path, split: str, resolution: int) -> tuple[np.ndarray, dic
         loaded = load_captioned(captioned_folder(root), split, resolution)
     except DatasetError as error:
         raise runner.TrainingInputError(f"--dataset {root}: {error}") from error
-    return np.ascontiguousarray(loaded.images, dtype=np.uint8), loaded.labels
+    keep = np.arange(len(loaded.images))
+    if limit is not None and limit < len(keep):
+        keep = np.linspace(0, len(keep) - 1, limit).round().astype(np.int64)
+    labels = {key: [values[index] for index in keep] for key, values in loaded.labels.items()}
+    return np.ascontiguousarray(loaded.images[keep], dtype=np.uint8), labels
 
 
 def label_names(labels: dict[str, list[str]]) -> dict[str, tuple[str, ...]]:
@@ -243,7 +270,8 @@ def label_names(labels: dict[str, list[str]]) -> dict[str, tuple[str, ...]]:
     return {head: values for head, values in names.items() if len(values) >= 2}
 
 
-def encode_targets(labels: dict[str, list[str]], count: int, names: dict[str, tuple[str, ...]]) -> dict[str, np.ndarray]:
+def encode_targets(labels: dict[str, list[str]], count: int,
+                   names: dict[str, tuple[str, ...]]) -> dict[str, np.ndarray]:
     """Class indices per head; IGNORE for images without the field or with a value not in the names."""
     targets = {}
     for head, head_names in names.items():
@@ -253,11 +281,12 @@ def encode_targets(labels: dict[str, list[str]], count: int, names: dict[str, tu
     return targets
 
 
-def load_labelled(roots: Sequence[Path], split: str, resolution: int,
+def load_labelled(datasets: Sequence[DatasetChoice], split: str, resolution: int,
                   names: dict[str, tuple[str, ...]] | None = None) -> tuple[LabelledImages, dict[str, tuple[str, ...]]]:
     """The split of every dataset, concatenated, with targets for the given label names (by
     default the names found in these splits)."""
-    parts = [read_split(root, split, resolution) for root in roots]
+    parts = [read_split(dataset.root, split, resolution, dataset.limit if split == "train" else None)
+             for dataset in datasets]
     images = np.concatenate([part_images for part_images, _ in parts])
     fields = {key for _, labels in parts for key in labels}
     labels = {key: [value for part_images, part_labels in parts
@@ -303,7 +332,8 @@ def classification_loss(logits: dict[str, torch.Tensor], targets: dict[str, torc
     for head, head_logits in logits.items():
         known = targets[head] != IGNORE
         if known.any():
-            losses[head] = F.cross_entropy(head_logits[known].float(), targets[head][known], label_smoothing=LABEL_SMOOTHING)
+            losses[head] = F.cross_entropy(head_logits[known].float(), targets[head][known],
+                                           label_smoothing=LABEL_SMOOTHING)
     return losses
 
 
@@ -332,8 +362,9 @@ def heldout_accuracy(classifier: Classifier, data: LabelledImages) -> dict[str, 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", type=Path, nargs="+", required=True, metavar="DIR",
-                        help="dataset folders with captioned/{train,test}/metadata.jsonl (emoji, scenes)")
+    parser.add_argument("--dataset", type=DatasetChoice.parse, nargs="+", required=True, metavar="DIR[:N]",
+                        help="dataset folders with captioned/{train,test}/metadata.jsonl (emoji, scenes); "
+                             "DIR:N trains on N of DIR's train images, evenly spaced")
     runner.add_common_arguments(parser, dataset=False, default_resolution=64, default_steps=1500,
                                 default_batch_size=64, default_lr=2e-3)
     parser.add_argument("--widths", default="32,64,128,256", help="channels of the stem and each stage")
@@ -392,18 +423,18 @@ def main(args: argparse.Namespace) -> None:
 
     def finish(model_dir: Path) -> dict[str, Any]:
         network.eval()
-        datasets = [str(Path(root).resolve()) for root in args.dataset]
+        datasets = [str(dataset) for dataset in args.dataset]
         weights = save_classifier(network, config, model_dir, {"trained_on": datasets, "split": "train"})
         classifier = Classifier(network, config, weights)
         metrics: dict[str, Any] = {"network": "training.classifier", "weights": str(args.out / "model" / WEIGHTS_FILE),
                                    "sha256": network_stamp(weights)["sha256"]}
-        for root in args.dataset:
-            if has_split(root, "test"):
-                heldout, _ = load_labelled([root], "test", args.resolution, labels)
-                metrics[f"test:{Path(root).name}"] = heldout_accuracy(classifier, heldout)
+        for dataset in args.dataset:
+            if has_split(dataset.root, "test"):
+                heldout, _ = load_labelled([dataset], "test", args.resolution, labels)
+                metrics[f"test:{dataset.root.name}"] = heldout_accuracy(classifier, heldout)
         return metrics
 
     runner.run_training(args, recipe=RECIPE, modules={"classifier": network}, optimizers={"classifier": optimizer},
                         step=step, sample=sample, finish=finish,
                         config={**config.to_json(), "parameters": parameter_count(network),
-                                "train_images": len(train), "datasets": [str(root) for root in args.dataset]})
+                                "train_images": len(train), "datasets": [str(dataset) for dataset in args.dataset]})
