@@ -160,3 +160,19 @@ def test_sketch_recipe_refuses_a_dataset_without_sketches(tmp_path: Path) -> Non
     with pytest.raises(DatasetError, match="train_A"):
         run_recipe(dataset, tmp_path / "run", "sketch")
     assert not (tmp_path / "run" / "model").exists()
+
+
+def test_resume_reaches_the_weights_of_an_uninterrupted_run(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    dataset = write_paired(tmp_path / "data")
+    straight = run_recipe(dataset, tmp_path / "straight", "sketch", steps=2)
+    resumed = run_recipe(dataset, tmp_path / "resumed", "sketch", steps=1)
+    training_main(["pix2pix-turbo", "--base", "tiny", "--dataset", str(dataset), "--out", str(resumed), "--task",
+                   "sketch", "--steps", "2", "--batch-size", "2", "--resolution", str(SIZE), "--device", "cpu",
+                   "--lr", "1e-3", "--resume"])
+    for part in ("unet", "vae", "skips", "discriminator"):
+        expected = load_file(str(straight / "checkpoints" / "step_000002" / f"{part}.safetensors"))
+        actual = load_file(str(resumed / "checkpoints" / "step_000002" / f"{part}.safetensors"))
+        assert expected.keys() == actual.keys()
+        assert all(torch.equal(expected[key], actual[key]) for key in expected), part
