@@ -39,9 +39,7 @@ class AdapterSwitch:
         for layer in self._layers:
             present = [name for name in names if name in layer.scaling]
             if layer.active_adapters != present:
-                # What peft's set_adapter ends with; its requires_grad bookkeeping is skipped because
-                # every adapter weight is frozen at load, and it costs more than the switch itself.
-                layer._active_adapter = present
+                layer.set_adapter(present, inference_mode=True)  # inference_mode: adapter weights stay frozen
             for name in present:
                 layer.set_scale(name, wanted[name])
         self._current = wanted
