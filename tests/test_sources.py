@@ -13,9 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
-from models.devices import resolve_device, resolve_dtype
-from models.sources import DOWNLOAD_COMMAND, complete_cached_snapshot
-from models.tiny import write_tiny_hub_layout
+from models.running.devices import resolve_device, resolve_dtype
+from models.weights.sources import DOWNLOAD_COMMAND, complete_cached_snapshot
+from models.weights.tiny import write_tiny_hub_layout
 from pipelines import Studio
 
 PROMPT = "a lighthouse at dusk"

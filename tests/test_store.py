@@ -17,7 +17,7 @@ from PIL import Image
 from torch import nn
 from transformers import CLIPTextModel
 
-from models.store import ModelStore
+from models.running.store import ModelStore
 from pipelines import Studio
 
 NETWORK_CLASSES: tuple[type[nn.Module], ...] = (CLIPTextModel, UNet2DConditionModel, AutoencoderKL)

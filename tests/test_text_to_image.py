@@ -13,9 +13,9 @@ from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
 from PIL import Image
 
 import pipelines.text_to_image as text_to_image_module
-from models.configs import SCHEDULER_CONFIG
-from models.sd_turbo import FINAL_TIMESTEP
-from models.store import PromptTruncatedWarning
+from models.weights.configs import SCHEDULER_CONFIG
+from models.running.sd_turbo import FINAL_TIMESTEP
+from models.running.errors import PromptTruncatedWarning
 from pipelines import Studio
 from pipelines.errors import NonFiniteOutputError
 from pipelines.images import seeded_noise
