@@ -210,6 +210,7 @@ def _switch_to(studio: Studio, task_name: str) -> None:
         pass
 
 
+@pytest.mark.timing
 def test_switching_tasks_costs_under_ten_percent_of_a_call(studio: Studio) -> None:
     """A switch (sketch -> day_to_night adapters and back, halved) against one 128 px sketch call."""
     sketch = cross_sketch()
