@@ -82,7 +82,8 @@ def timed_studio(studio: Studio) -> TimedStudio:
 @pytest.fixture(scope="module")
 def served(timed_studio: TimedStudio) -> Iterator[app.Served]:
     """The app as app.py serves it here: tiny weights on the CPU, so live previews at 256 px."""
-    with serving(timed_studio, queue_size=16, preview_side=app.preview_side(timed_studio, None)) as served:  # type: ignore[arg-type]
+    preview_side = app.preview_side(timed_studio, None)  # type: ignore[arg-type]
+    with serving(timed_studio, queue_size=16, preview_side=preview_side) as served:
         yield served  # type: ignore[misc]
 
 
@@ -313,7 +314,8 @@ def report(name: str, rows: list[Stroke], notes: str) -> str:
 def test_stroke_latency_benchmark(browser_context: object, timed_studio: TimedStudio, preview_side: int,
                                   capsys: pytest.CaptureFixture[str]) -> None:
     name = f"app-canvas-preview-{preview_side}"
-    with serving(timed_studio, queue_size=16, preview_side=preview_side) as served, opened_page(browser_context, served.local_url, name) as page:
+    with (serving(timed_studio, queue_size=16, preview_side=preview_side) as served,
+          opened_page(browser_context, served.local_url, name) as page):
         open_tab(page, "Sketch to image")
         page.get_by_role("button", name="Brush").click()  # type: ignore[attr-defined]
         rows = measure_strokes(page, "#sketch-canvas canvas", "sketch-output", BENCHMARK_STROKES,
