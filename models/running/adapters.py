@@ -48,7 +48,3 @@ class AdapterSwitch:
             for name in present:
                 layer.set_scale(name, wanted[name])
         self._current = wanted
-
-    @property
-    def current(self) -> dict[str, float]:
-        return dict(self._current or {})
