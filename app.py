@@ -23,14 +23,13 @@ from pathlib import Path
 import gradio as gr
 
 from pipelines import Studio
+from pipelines.errors import InputError
 from ui import build_app
 
 APP_DIR = Path(__file__).resolve().parent
 SERVED_DIRS = (APP_DIR / "assets" / "examples",)  # the only folders of ours the server may read
 MAX_UPLOAD = "10mb"
 DEFAULT_QUEUE_SIZE = 20
-FULL_PREVIEW_SIDE = 512  # the canvas and the model's own resolution
-CPU_PREVIEW_SIDE = 256  # a quarter of the pixels: live strokes stay interactive on a CPU
 LAN_PROBE = ("10.255.255.255", 1)  # any routable address; a UDP connect sends nothing
 
 
@@ -75,10 +74,10 @@ def parser() -> argparse.ArgumentParser:
     models.add_argument("--device", help="cpu, cuda, cuda:1, ...; default: CUDA when available, else CPU")
     models.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default="auto",
                         help="default: float16 on CUDA, float32 on the CPU")
-    models.add_argument("--preview-size", type=int, choices=range(64, FULL_PREVIEW_SIDE + 1, 64), metavar="PIXELS",
-                        help=f"side of the live sketch previews, a multiple of 64 up to {FULL_PREVIEW_SIDE} (the "
-                             f"Generate button always uses the full {FULL_PREVIEW_SIDE}px drawing); default: "
-                             f"{FULL_PREVIEW_SIDE} on a GPU, {CPU_PREVIEW_SIDE} on the CPU")
+    models.add_argument("--preview-size", type=positive, metavar="PIXELS",
+                        help="side of the live sketch previews, a multiple of an eighth of the model's native side "
+                             "up to that side (SD-Turbo: 64, 128, ..., 512; the Generate button always uses the "
+                             "full drawing); default: the native side on a GPU, half of it on the CPU")
     serving = parse.add_argument_group("serving")
     serving.add_argument("--host", default="127.0.0.1",
                          help="address to listen on; 0.0.0.0 shares the app on your LAN (default: 127.0.0.1)")
@@ -120,9 +119,13 @@ def load_studio(args: argparse.Namespace) -> Studio:
 
 
 def preview_side(studio: Studio, requested: int | None) -> int:
-    if requested is not None:
-        return requested
-    return CPU_PREVIEW_SIDE if studio.device.type == "cpu" else FULL_PREVIEW_SIDE
+    """The requested live preview side, checked against the loaded source; else its default."""
+    limits = studio.limits
+    if requested is None:
+        return limits.default_preview_side(studio.device.type)
+    if requested not in limits.preview_sides:
+        raise InputError(f"--preview-size {requested} is not one of {', '.join(map(str, limits.preview_sides))}")
+    return requested
 
 
 def lan_address() -> str | None:
@@ -170,11 +173,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         auth = logins(args)
         studio = load_studio(args)
+        preview = preview_side(studio, args.preview_size)
     except (ValueError, OSError, argparse.ArgumentTypeError) as error:
         parse.exit(2, f"{parse.prog}: error: {error}\n")
     except RuntimeError as error:
         parse.exit(1, f"{parse.prog}: could not load the models: {error}\n")
-    demo = build_app(studio, queue_size=args.queue_size, preview_side=preview_side(studio, args.preview_size))
+    demo = build_app(studio, queue_size=args.queue_size, preview_side=preview)
     served = serve(demo, host=args.host, port=args.port, share=args.share, auth=auth)
     report(served, host=args.host, share=args.share)
     if auth:

@@ -22,13 +22,13 @@ from diffusers import AutoencoderTiny
 
 from bench.measure import Measurement, measure, timed
 from bench.tasks import BenchInputs, encode_every_call, line_control
-from models.acceleration import (merge_task, set_attention, set_channels_last, task_adapter_scales,
-                                 unmerge_task)
-from models.img2img_turbo import TaskModel, get_task, run_task
-from models.sd_turbo import FINAL_TIMESTEP
-from models.specs import TaskName
-from models.store import ModelStore
-from models.taesd import preview_decode
+from models.running.img2img_turbo import run_task
+from models.running.sd_turbo import FINAL_TIMESTEP
+from models.running.store import ModelStore
+from models.running.task_model import TaskModel
+from models.speed.acceleration import merge_task, set_attention, set_channels_last, unmerge_task
+from models.speed.taesd import preview_decode
+from models.weights.specs import TaskName
 from pipelines.edge_to_image import canny_edges
 from pipelines.images import LATENT_FACTOR, seeded_noise
 
@@ -139,8 +139,8 @@ def run_ablations(store: ModelStore, preview_decoder: AutoencoderTiny, inputs: B
     device = store.device
 
     def run(call: Callable[[], object]) -> Measurement:
-        with store.lock:
-            store.use_adapters()  # the plain networks; run_task states its own adapters
+        with store.model_call():  # the plain networks; task calls open their own model call
+            pass
 
         def inference() -> object:
             with torch.inference_mode():
@@ -242,12 +242,12 @@ def merged_lora_ablations(store: ModelStore, inputs: BenchInputs, parts: Parts,
                           run: Callable[[Callable[[], object]], Measurement], repeats: int) -> list[Ablation]:
     """The edge task's forward unmerged vs merged, and what a task switch costs either way."""
     device = store.device
-    first, second = (get_task(store, name) for name in MERGE_TASKS)
+    first, second = (store.task(name) for name in MERGE_TASKS)
     control = line_control(canny_edges(inputs.photo, 100, 200) > 0, store)
 
     def forward() -> torch.Tensor:
-        with store.lock:
-            return run_task(store, first, control, parts.embeddings)
+        with store.model_call(MERGE_TASKS[0]) as call:
+            return run_task(call, control, parts.embeddings)
 
     unmerged = run(forward)
     switches = ([(first, second), (second, first)] * repeats)[:repeats]  # alternate, `repeats` switches
@@ -272,11 +272,9 @@ def merged_lora_ablations(store: ModelStore, inputs: BenchInputs, parts: Parts,
 
 
 def switch_adapters(store: ModelStore, task: TaskModel) -> None:
-    """The unmerged switch run_task makes: state the task's adapters and scales."""
-    scales = task_adapter_scales(task, 1.0)
-    with store.lock:
-        store.use_adapters(unet=scales.unet, vae=scales.vae)
-        task.skip_switch.apply(scales.skips)
+    """The unmerged switch a task call makes: the model call states the task's adapters and scales."""
+    with store.model_call(task.spec.task):
+        pass
 
 
 def swap_merged(store: ModelStore, old: TaskModel, new: TaskModel) -> None:

@@ -15,14 +15,15 @@ from diffusers import (AutoencoderKL, AutoencoderTiny, AutoPipelineForImage2Imag
                        UNet2DConditionModel)
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from models.configs import FULL_TEXT_ENCODER_CONFIG, FULL_UNET_CONFIG, FULL_VAE_CONFIG, SCHEDULER_CONFIG
-from models.img2img_turbo import load_tasks
-from models.sd_turbo import SDTurbo, assemble_sd_turbo, build_tiny_sd_turbo
-from models.sources import SourceInfo
-from models.specs import TaskName
-from models.store import ModelStore
-from models.taesd import TAESD_CONFIG, TINY_TAESD_CONFIG, build_taesd
-from models.tiny import write_tiny_tokenizer
+from models.running.sd_turbo import SDTurbo
+from models.running.store import ModelStore
+from models.speed.taesd import TAESD_CONFIG, TINY_TAESD_CONFIG, build_taesd
+from models.weights.base_loading import assemble_sd_turbo, build_tiny_sd_turbo
+from models.weights.configs import FULL_TEXT_ENCODER_CONFIG, FULL_UNET_CONFIG, FULL_VAE_CONFIG, SCHEDULER_CONFIG
+from models.weights.sources import SourceInfo
+from models.weights.specs import TaskName
+from models.weights.task_loading import load_tasks
+from models.weights.tiny import write_tiny_tokenizer
 
 Scale = Literal["full", "tiny"]
 FULL_SEED = 20261122
@@ -53,9 +54,9 @@ def build_store(scale: Scale, device: torch.device, dtype: torch.dtype, tasks: l
         else:
             base = build_tiny_sd_turbo(device, dtype, Path(folder))
     store = ModelStore(base, SourceInfo("tiny", "tiny", RANDOM_SOURCE_REASON))
-    unavailable = load_tasks(store, tasks, allow_download=False)
-    if unavailable:
-        raise RuntimeError(f"tasks could not be installed on random weights: {unavailable}")
+    load_tasks(store, tasks, allow_download=False)
+    if store.unavailable_tasks:
+        raise RuntimeError(f"tasks could not be installed on random weights: {store.unavailable_tasks}")
     return store
 
 

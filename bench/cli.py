@@ -14,8 +14,8 @@ from bench.ablations import ABLATIONS, AblationName, default_ablations
 from bench.report import to_json, to_markdown
 from bench.run import BenchConfig, run_benchmark
 from bench.tasks import BENCH_TASKS, BenchTask
-from models.acceleration import COMPILE_MODES, Acceleration
-from models.devices import resolve_device, resolve_dtype
+from models.speed.acceleration import COMPILE_MODES, Acceleration
+from models.running.devices import resolve_device, resolve_dtype
 
 DEFAULT_SIZES = {"cuda": 512, "cpu": 256}
 DEFAULT_REPEATS = {"cuda": 30, "cpu": 2}

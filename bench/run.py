@@ -19,8 +19,8 @@ from bench.hardware import MatmulRate, device_description, library_versions, mat
 from bench.measure import Measurement, current_memory, measure, memory_kind, timed
 from bench.tasks import (BASELINE_LABELS, Baseline, BenchInputs, BenchTask, baseline_call, ours_call,
                          store_tasks)
-from models.acceleration import Acceleration, accelerate
-from models.specs import CHECKPOINTS
+from models.speed.acceleration import Acceleration, accelerate
+from models.weights.specs import CHECKPOINTS
 from pipelines.studio import Studio
 
 Progress = Callable[[str], None]

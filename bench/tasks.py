@@ -22,10 +22,10 @@ import torch
 from diffusers import AutoencoderTiny, StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
 from PIL import Image
 
-from models.img2img_turbo import get_task, run_task
-from models.sd_turbo import SDTurbo
-from models.specs import CHECKPOINTS, TaskName
-from models.store import ModelStore
+from models.running.img2img_turbo import run_task
+from models.running.sd_turbo import SDTurbo
+from models.weights.specs import CHECKPOINTS, TaskName
+from models.running.store import ModelStore
 from pipelines.edge_to_image import canny_edges, edge_to_image
 from pipelines.edit import edit
 from pipelines.images import LATENT_FACTOR, seeded_noise, to_pil, to_tensor
@@ -93,7 +93,7 @@ def ours_call(task: BenchTask, store: ModelStore, inputs: BenchInputs,
         "text_to_image_preview": lambda: text_to_image(store, inputs.prompt, seed=inputs.seed, width=size,
                                                        height=size, preview_decoder=preview_decoder),
         "edit": lambda: edit(store, inputs.photo, inputs.prompt, strength=inputs.strength, seed=inputs.seed),
-        "edge_to_image": lambda: edge_to_image(store, inputs.photo, inputs.prompt, seed=inputs.seed)[1],
+        "edge_to_image": lambda: edge_to_image(store, inputs.photo, inputs.prompt)[1],
         "sketch_to_image": lambda: sketch_to_image(store, inputs.sketch, inputs.prompt, gamma=inputs.gamma,
                                                    seed=inputs.seed),
         "translate": lambda: translate_at_size(store, inputs.photo),
@@ -106,9 +106,8 @@ def ours_call(task: BenchTask, store: ModelStore, inputs: BenchInputs,
 def translate_at_size(store: ModelStore, photo: Image.Image) -> Image.Image:
     """pipelines.translate's model call on the photo at its own size (the pipeline uses 512x512)."""
     pixels = to_tensor(photo, store.device, store.dtype)
-    with store.lock, torch.inference_mode():
-        task = get_task(store, TRANSLATE_DIRECTION)
-        translated = run_task(store, task, pixels, task.caption_embeddings)
+    with store.model_call(TRANSLATE_DIRECTION) as call:
+        translated = run_task(call, pixels, call.require_task().caption_embeddings)
     return to_pil(translated)
 
 
@@ -151,8 +150,7 @@ def _generator(seed: int) -> torch.Generator:
 
 
 def diffusers_text_to_image(baseline: Baseline, inputs: BenchInputs) -> Image.Image:
-    with baseline.store.lock:
-        baseline.store.use_adapters()
+    with baseline.store.model_call():
         result = baseline.text_to_image(inputs.prompt, num_inference_steps=1, guidance_scale=0.0,
                                         height=inputs.size, width=inputs.size, generator=_generator(inputs.seed))
     return result.images[0]
@@ -160,8 +158,7 @@ def diffusers_text_to_image(baseline: Baseline, inputs: BenchInputs) -> Image.Im
 
 def diffusers_edit(baseline: Baseline, inputs: BenchInputs) -> Image.Image:
     steps = 2  # diffusers runs int(steps * strength) = 1 step
-    with baseline.store.lock:
-        baseline.store.use_adapters()
+    with baseline.store.model_call():
         result = baseline.image_to_image(inputs.prompt, image=inputs.photo, strength=inputs.strength,
                                          num_inference_steps=steps, guidance_scale=0.0,
                                          generator=_generator(inputs.seed))
@@ -182,27 +179,27 @@ def line_control(lines: np.ndarray, store: ModelStore) -> torch.Tensor:
 
 def plain_edge_to_image(store: ModelStore, inputs: BenchInputs) -> Image.Image:
     control = line_control(canny_edges(inputs.photo, *CANNY_THRESHOLDS) > 0, store)
-    with store.lock, torch.inference_mode():
+    with store.model_call("edge_to_image") as call:
         embeddings = encode_every_call(store.base, inputs.prompt)
-        pixels = run_task(store, get_task(store, "edge_to_image"), control, embeddings)
+        pixels = run_task(call, control, embeddings)
     return to_pil(pixels)
 
 
 def plain_sketch_to_image(store: ModelStore, inputs: BenchInputs) -> Image.Image:
-    control = line_control(sketch_lines(inputs.sketch), store)
+    lines = sketch_lines(inputs.sketch)
+    control = torch.from_numpy(lines).permute(2, 0, 1).unsqueeze(0).to(device=store.device, dtype=store.dtype)
     latent_side = inputs.size // LATENT_FACTOR
     noise = seeded_noise(inputs.seed, (1, 4, latent_side, latent_side), store.device, store.dtype)
-    with store.lock, torch.inference_mode():
+    with store.model_call("sketch_to_image", gamma=inputs.gamma) as call:
         embeddings = encode_every_call(store.base, inputs.prompt)
-        pixels = run_task(store, get_task(store, "sketch_to_image"), control, embeddings, gamma=inputs.gamma,
-                          noise=noise)
+        pixels = run_task(call, control, embeddings, noise=noise)
     return to_pil(pixels)
 
 
 def plain_translate(store: ModelStore, inputs: BenchInputs) -> Image.Image:
     pixels = to_tensor(inputs.photo, store.device, store.dtype)
     caption = CHECKPOINTS[TRANSLATE_DIRECTION].caption or ""
-    with store.lock, torch.inference_mode():
+    with store.model_call(TRANSLATE_DIRECTION) as call:
         embeddings = encode_every_call(store.base, caption)
-        translated = run_task(store, get_task(store, TRANSLATE_DIRECTION), pixels, embeddings)
+        translated = run_task(call, pixels, embeddings)
     return to_pil(translated)

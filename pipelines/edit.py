@@ -8,31 +8,32 @@ aspect ratio (see pipelines.images) and the result comes back at the photo's siz
 
 from __future__ import annotations
 
-import torch
 from PIL import Image
 
-from models.sd_turbo import FINAL_TIMESTEP
-from models.store import ModelStore
+from models.running.sd_turbo import FINAL_TIMESTEP
+from models.running.store import ModelStore
 from pipelines.checks import check_fraction, check_prompt, check_seed
 from pipelines.images import ImageInput, model_size, resize, seeded_noise, to_pil, to_rgb, to_tensor
+from pipelines.limits import DEFAULT_STRENGTH, limits_of
 
 
 def strength_to_timestep(strength: float) -> int:
     return int(round(strength * FINAL_TIMESTEP))
 
 
-def edit(store: ModelStore, image: ImageInput, prompt: str, *, strength: float = 0.5, seed: int = 0) -> Image.Image:
+def edit(store: ModelStore, image: ImageInput, prompt: str, *, strength: float = DEFAULT_STRENGTH,
+         seed: int = 0) -> Image.Image:
     # 1. check inputs
-    photo = to_rgb(image, "image")
+    limits = limits_of(store)
+    photo = to_rgb(image, "image", limits.max_input_side)
     prompt = check_prompt(prompt)
     strength = check_fraction(strength, "strength", allow_zero=False)
-    seed = check_seed(seed)
+    seed = check_seed(seed, limits)
     base = store.base
     t = strength_to_timestep(strength)
     # 2. size for the model and convert
-    pixels = to_tensor(resize(photo, model_size(*photo.size)), store.device, store.dtype)
-    with store.lock, torch.inference_mode():
-        store.use_adapters()
+    pixels = to_tensor(resize(photo, model_size(*photo.size, limits.native_side)), store.device, store.dtype)
+    with store.model_call():
         embeddings = store.prompt_embeddings(prompt)
         # 3. encode (posterior mean: the photo's latent, no sampling noise)
         latents = base.vae.encode(pixels).latent_dist.mean * base.latent_scale

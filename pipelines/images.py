@@ -4,10 +4,11 @@ turn it into a tensor and back into a PIL image.
 Rules, documented once here:
 - Inputs may be PIL images of any mode (RGBA/LA/P are composited on white; 16-bit and CMYK are
   converted) or numpy arrays (HxW, HxWx1/3/4; uint8, uint16, bool or float in [0, 1]).
-- Inputs larger than MAX_INPUT_SIDE pixels on a side are refused with a ValueError.
+- Inputs larger than the source's largest input side (Limits.max_input_side, 4096 px) are refused
+  with an InputError.
 - The model works at the input's aspect ratio, scaled down (never up) so that the longer side is
-  at most MODEL_SIDE pixels, both sides rounded to a multiple of 8 (at least 64); the result is
-  resized back to the input's size.
+  at most the source's native side (Limits.native_side, 512 px for SD-Turbo), both sides rounded
+  to a multiple of 8 (at least 64); the result is resized back to the input's size.
 """
 
 from __future__ import annotations
@@ -16,10 +17,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipelines.errors import NonFiniteOutputError
+from pipelines.errors import InputError, NonFiniteOutputError
+from pipelines.limits import MAX_INPUT_SIDE
 
-MAX_INPUT_SIDE = 4096
-MODEL_SIDE = 512
 MIN_MODEL_SIDE = 64
 LATENT_FACTOR = 8
 
@@ -34,7 +34,7 @@ def round_up_to_multiple(value: int, multiple: int = LATENT_FACTOR) -> int:
     return -(-value // multiple) * multiple
 
 
-def model_size(width: int, height: int, long_side: int = MODEL_SIDE) -> tuple[int, int]:
+def model_size(width: int, height: int, long_side: int) -> tuple[int, int]:
     """The size the model runs at: aspect kept, longer side at most long_side, multiples of 8."""
     scale = min(1.0, long_side / max(width, height))
     return (max(MIN_MODEL_SIDE, round_to_multiple(width * scale)),
@@ -46,19 +46,19 @@ def array_to_pil(array: np.ndarray, name: str) -> Image.Image:
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
-        raise ValueError(f"{name} has array shape {array.shape}; expected HxW, HxWx1, HxWx3 or HxWx4")
+        raise InputError(f"{name} has array shape {array.shape}; expected HxW, HxWx1, HxWx3 or HxWx4")
     if array.size == 0:
-        raise ValueError(f"{name} is empty (array shape {array.shape})")
+        raise InputError(f"{name} is empty (array shape {array.shape})")
     if array.dtype == np.bool_:
         array = array.astype(np.uint8) * 255
     elif array.dtype == np.uint16:
         array = (array.astype(np.float32) / 257.0).round().astype(np.uint8)
     elif np.issubdtype(array.dtype, np.floating):
         if not np.isfinite(array).all():
-            raise ValueError(f"{name} contains NaN or infinite values")
+            raise InputError(f"{name} contains NaN or infinite values")
         array = (np.clip(array, 0.0, 1.0) * 255.0).round().astype(np.uint8)
     elif array.dtype != np.uint8:
-        raise ValueError(f"{name} has array dtype {array.dtype}; expected uint8, uint16, bool or float")
+        raise InputError(f"{name} has array dtype {array.dtype}; expected uint8, uint16, bool or float")
     return Image.fromarray(np.ascontiguousarray(array))
 
 
@@ -86,19 +86,19 @@ def flatten_to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def to_rgb(image: object, name: str = "image") -> Image.Image:
+def to_rgb(image: object, name: str = "image", max_side: int = MAX_INPUT_SIDE) -> Image.Image:
     """Check and convert a user's image: refuses None, empty, non-image and oversized inputs."""
     if image is None:
-        raise ValueError(f"{name} is missing (None); give a PIL image or a numpy array")
+        raise InputError(f"{name} is missing (None); give a PIL image or a numpy array")
     if isinstance(image, np.ndarray):
         image = array_to_pil(image, name)
     if not isinstance(image, Image.Image):
-        raise ValueError(f"{name} must be a PIL image or a numpy array, not {type(image).__name__}")
+        raise InputError(f"{name} must be a PIL image or a numpy array, not {type(image).__name__}")
     width, height = image.size
     if width == 0 or height == 0:
-        raise ValueError(f"{name} has zero size ({width}x{height})")
-    if max(width, height) > MAX_INPUT_SIDE:
-        raise ValueError(f"{name} is {width}x{height}; the largest side allowed is {MAX_INPUT_SIDE} pixels")
+        raise InputError(f"{name} has zero size ({width}x{height})")
+    if max(width, height) > max_side:
+        raise InputError(f"{name} is {width}x{height}; the largest side allowed is {max_side} pixels")
     return flatten_to_rgb(image)
 
 

@@ -11,27 +11,30 @@ import torch
 from diffusers import AutoencoderTiny
 from PIL import Image
 
-from models.sd_turbo import FINAL_TIMESTEP
-from models.store import ModelStore
-from models.taesd import preview_decode
+from models.running.sd_turbo import FINAL_TIMESTEP
+from models.running.store import ModelStore
+from models.speed.taesd import preview_decode
 from pipelines.checks import check_prompt, check_seed, check_side
 from pipelines.images import LATENT_FACTOR, center_crop, round_up_to_multiple, seeded_noise, to_pil
+from pipelines.limits import limits_of
 
 
-def text_to_image(store: ModelStore, prompt: str, *, seed: int = 0, width: int = 512, height: int = 512,
-                  preview_decoder: AutoencoderTiny | None = None) -> Image.Image:
-    """preview_decoder: decode with this TAESD (a cheap live preview) instead of the full VAE."""
+def text_to_image(store: ModelStore, prompt: str, *, seed: int = 0, width: int | None = None,
+                  height: int | None = None, preview_decoder: AutoencoderTiny | None = None) -> Image.Image:
+    """width, height: default the source's native side. preview_decoder: decode with this TAESD (a
+    cheap live preview) instead of the full VAE."""
     # 1. check inputs
+    limits = limits_of(store)
     prompt = check_prompt(prompt)
-    seed = check_seed(seed)
-    width, height = check_side(width, "width"), check_side(height, "height")
+    seed = check_seed(seed, limits)
+    width = check_side(limits.native_side if width is None else width, "width", limits)
+    height = check_side(limits.native_side if height is None else height, "height", limits)
     base = store.base
     padded_width, padded_height = round_up_to_multiple(width), round_up_to_multiple(height)
     latent_shape = (1, base.unet.config.in_channels, padded_height // LATENT_FACTOR, padded_width // LATENT_FACTOR)
     # 2. seeded noise: the latent at the final timestep
     noise = seeded_noise(seed, latent_shape, store.device, store.dtype)
-    with store.lock, torch.inference_mode():
-        store.use_adapters()
+    with store.model_call():
         # 3. prompt embeddings (cached)
         embeddings = store.prompt_embeddings(prompt)
         # 4. one UNet step to x0

@@ -1,12 +1,55 @@
-"""Shared fixtures: one tiny random-weight Studio for the whole session (CPU, no network)."""
+"""Shared fixtures and helpers: one tiny random-weight Studio for the whole session (CPU, no
+network), a test photo, free ports and a served app, and the opt-in timing checks.
+
+Timing-dependent checks (a wall-clock budget, the stroke latency benchmark) depend on the machine
+and its load, so they are off by default: `pytest --timing` runs them. Tests marked `timing` are
+skipped without it; a time limit inside a behaviour test goes through the `time_limit` fixture,
+which checks it only with --timing.
+"""
 
 from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from pipelines import Studio
+
+TIMING_OPTION = "--timing"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(TIMING_OPTION, action="store_true", default=False,
+                     help="also run the timing-dependent checks and the latency benchmark")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption(TIMING_OPTION):
+        return
+    skip = pytest.mark.skip(reason=f"timing-dependent; run with {TIMING_OPTION}")
+    for item in items:
+        if "timing" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def time_limit(request: pytest.FixtureRequest) -> Callable[[float, float, str], None]:
+    """check(started, seconds, what): with --timing, assert that no more than `seconds` passed since
+    `started` (a time.perf_counter() value); without it, nothing is checked."""
+    enabled = request.config.getoption(TIMING_OPTION)
+
+    def check(started: float, seconds: float, what: str) -> None:
+        elapsed = time.perf_counter() - started
+        if enabled:
+            assert elapsed < seconds, f"{what} took {elapsed:.1f} s; the limit is {seconds} s"
+
+    return check
 
 
 @pytest.fixture(scope="session")
@@ -26,3 +69,31 @@ def photo() -> Image.Image:
 
 def pixel_distance(a: Image.Image, b: Image.Image) -> float:
     return float(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)).mean())
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def serving(studio: object, *, queue_size: int = 8, preview_side: int | None = None,
+            auth: list[tuple[str, str]] | None = None) -> Iterator[object]:
+    """The app as app.py builds and serves it, on a free local port; closed afterwards. Yields
+    app.Served. studio may be a Studio or a stand-in with the same methods."""
+    import app
+    from ui import build_app
+
+    demo = build_app(studio, queue_size=queue_size, preview_side=preview_side)  # type: ignore[arg-type]
+    try:
+        yield app.serve(demo, host="127.0.0.1", port=free_port(), auth=auth)
+    finally:
+        demo.close()
+
+
+def opened(path: str | Path) -> Image.Image:
+    """An image file the API returned, as RGB."""
+    with Image.open(path) as image:
+        return image.convert("RGB")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import queue
-import socket
 import subprocess
 import sys
 import threading
@@ -16,6 +15,8 @@ import httpx
 import pytest
 
 import app
+from pipelines.errors import InputError
+from tests.conftest import free_port
 
 APP = Path(app.__file__).resolve()
 FLAGS = ("--source", "--model-dir", "--device", "--dtype", "--host", "--port", "--share", "--auth",
@@ -59,12 +60,6 @@ def test_queue_size_must_be_positive() -> None:
 
 
 # --- --share offline (a subprocess, as people run it) ---------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
 
 class Running:
     """app.py in a subprocess; its output lines are collected as they come."""
@@ -152,7 +147,9 @@ def test_startup_shows_progress_and_the_live_weights(shared_offline: tuple[Runni
 
 
 def test_live_previews_are_smaller_on_the_cpu_unless_asked(studio: object) -> None:
-    assert app.preview_side(studio, None) == app.CPU_PREVIEW_SIDE  # the tiny studio runs on the CPU
+    assert app.preview_side(studio, None) == 256  # the tiny studio stands in for SD-Turbo, on the CPU
     assert app.preview_side(studio, 512) == 512
+    with pytest.raises(InputError, match="--preview-size 100 is not one of 64, 128"):
+        app.preview_side(studio, 100)
     with pytest.raises(SystemExit):
-        app.parser().parse_args(["--preview-size", "100"])
+        app.parser().parse_args(["--preview-size", "0"])

@@ -17,7 +17,7 @@ from bench.measure import Measurement
 from bench.report import to_markdown
 from bench.run import BenchConfig, BenchReport, PhaseInfo, TaskResult
 from bench.tasks import BENCH_TASKS
-from models.acceleration import Acceleration
+from models.speed.acceleration import Acceleration
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from bench.build import build_store
-from models.acceleration import (Acceleration, accelerate, merge_task, set_attention, set_channels_last,
+from models.speed.acceleration import (Acceleration, accelerate, merge_task, set_attention, set_channels_last,
                                  unmerge_task)
-from models.img2img_turbo import get_task, run_task
-from models.sd_turbo import FINAL_TIMESTEP
-from models.store import ModelStore
-from models.taesd import TINY_TAESD_CONFIG, build_taesd, preview_decode
+from models.running.img2img_turbo import run_task
+from models.running.sd_turbo import FINAL_TIMESTEP
+from models.running.store import ModelStore
+from models.speed.taesd import TINY_TAESD_CONFIG, build_taesd, preview_decode
 from pipelines.text_to_image import text_to_image
 from tests.conftest import pixel_distance
 
@@ -34,8 +34,8 @@ def unet_output(store: ModelStore) -> torch.Tensor:
 
 def edge_output(store: ModelStore) -> torch.Tensor:
     control = (torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1)) > 0.9).float()
-    with torch.inference_mode():
-        return run_task(store, get_task(store, "edge_to_image"), control, store.prompt_embeddings("a cat"))
+    with store.model_call("edge_to_image") as call:
+        return run_task(call, control, store.prompt_embeddings("a cat"))
 
 
 def test_classic_and_sdpa_attention_agree(store: ModelStore) -> None:
@@ -65,7 +65,7 @@ def test_cpu_defaults_compile_nothing() -> None:
 def test_merged_lora_gives_the_unmerged_output_and_unmerging_restores_the_weights(store: ModelStore) -> None:
     unmerged = edge_output(store)
     weights = {name: tensor.clone() for name, tensor in store.base.unet.state_dict().items()}
-    task = get_task(store, "edge_to_image")
+    task = store.task("edge_to_image")
     with torch.inference_mode():
         merge_task(store, task)
     changed = [name for name, tensor in store.base.unet.state_dict().items() if not torch.equal(tensor, weights[name])]

@@ -1,6 +1,7 @@
 """The app in a real browser: Playwright drives Debian's chromium (headless) against the app on
 tiny weights. Draw on the sketch canvas and watch the output follow; move gamma; run each tab's
-example; and measure, for several strokes, mouse-up -> model start -> new image shown.
+example. The latency benchmark (for several strokes, mouse-up -> model start -> new image shown)
+is timing-dependent and runs only with `pytest --timing`.
 
 Screenshots and the latency benchmark go to test-artifacts/ (gitignored).
 """
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import statistics
 import threading
 import time
@@ -22,7 +22,7 @@ import pytest
 
 import app
 from pipelines import Studio
-from ui import build_app
+from tests.conftest import free_port, serving
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
@@ -74,31 +74,17 @@ class TimedStudio:
             return [call for call in self.calls if call.task == task and call.start >= moment]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def timed_studio(studio: Studio) -> TimedStudio:
     return TimedStudio(studio)
 
 
-@contextmanager
-def serving(studio: TimedStudio, preview_side: int) -> Iterator[app.Served]:
-    demo = build_app(studio, queue_size=16, preview_side=preview_side)  # type: ignore[arg-type]
-    try:
-        yield app.serve(demo, host="127.0.0.1", port=free_port())
-    finally:
-        demo.close()
-
-
 @pytest.fixture(scope="module")
 def served(timed_studio: TimedStudio) -> Iterator[app.Served]:
     """The app as app.py serves it here: tiny weights on the CPU, so live previews at 256 px."""
-    with serving(timed_studio, app.preview_side(timed_studio, None)) as served:  # type: ignore[arg-type]
-        yield served
+    preview_side = app.preview_side(timed_studio, None)  # type: ignore[arg-type]
+    with serving(timed_studio, queue_size=16, preview_side=preview_side) as served:
+        yield served  # type: ignore[misc]
 
 
 @pytest.fixture(scope="module")
@@ -323,11 +309,13 @@ def report(name: str, rows: list[Stroke], notes: str) -> str:
     return text
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize("preview_side", [256, 512])
 def test_stroke_latency_benchmark(browser_context: object, timed_studio: TimedStudio, preview_side: int,
                                   capsys: pytest.CaptureFixture[str]) -> None:
     name = f"app-canvas-preview-{preview_side}"
-    with serving(timed_studio, preview_side) as served, opened_page(browser_context, served.local_url, name) as page:
+    with (serving(timed_studio, queue_size=16, preview_side=preview_side) as served,
+          opened_page(browser_context, served.local_url, name) as page):
         open_tab(page, "Sketch to image")
         page.get_by_role("button", name="Brush").click()  # type: ignore[attr-defined]
         rows = measure_strokes(page, "#sketch-canvas canvas", "sketch-output", BENCHMARK_STROKES,
@@ -349,8 +337,9 @@ SKETCHPAD_VARIANTS = {
 }
 
 
+@pytest.mark.timing
 @pytest.mark.skipif(os.environ.get("STUDIO_LATENCY_BASELINE") != "1",
-                    reason="baseline for ui/LATENCY.md; run with STUDIO_LATENCY_BASELINE=1")
+                    reason="baseline for ui/LATENCY.md; run with --timing and STUDIO_LATENCY_BASELINE=1")
 @pytest.mark.parametrize("variant", list(SKETCHPAD_VARIANTS))
 def test_sketchpad_baseline_latency(browser_context: object, variant: str, capsys: pytest.CaptureFixture[str]) -> None:
     """What the issue measured: a plain gr.Sketchpad wired to a function that does nothing."""

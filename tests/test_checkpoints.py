@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.checkpoints import (CheckpointError, convert_cyclegan, convert_pix2pix, load_task_weights,
+from models.weights.checkpoints import (CheckpointError, convert_cyclegan, convert_pix2pix, load_task_weights,
                                 read_released_checkpoint, save_task_weights)
-from models.downloads import DownloadError, download_file, recorded_sha256
+from models.weights.downloads import DownloadError, download_file, recorded_sha256
 
 
 class RunsCode:

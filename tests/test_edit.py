@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from pipelines import Studio
-from pipelines.images import MAX_INPUT_SIDE
+from pipelines.limits import MAX_INPUT_SIDE
 from tests.conftest import pixel_distance
 
 PROMPT = "a watercolor painting"

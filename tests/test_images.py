@@ -10,7 +10,10 @@ import torch
 from PIL import Image
 
 from pipelines.errors import NonFiniteOutputError
-from pipelines.images import MAX_INPUT_SIDE, MIN_MODEL_SIDE, MODEL_SIDE, model_size, to_pil, to_rgb
+from pipelines.images import MIN_MODEL_SIDE, model_size, to_pil, to_rgb
+from pipelines.limits import MAX_INPUT_SIDE
+
+MODEL_SIDE = 512  # SD-Turbo's native side, the long side model_size scales down to
 
 SIZE = (40, 30)  # width, height: not square, so a transposed result would show
 WHITE = (255, 255, 255)
@@ -142,7 +145,7 @@ def test_model_size_keeps_aspect_and_caps_the_longer_side(size: tuple[int, int])
     """Scaled down (never up) to a longer side of at most MODEL_SIDE; sides are multiples of 8,
     each within 4 px of the exactly scaled side, so the aspect ratio is kept."""
     width, height = size
-    model_width, model_height = model_size(width, height)
+    model_width, model_height = model_size(width, height, MODEL_SIDE)
     scale = min(1.0, MODEL_SIDE / max(width, height))
     assert max(model_width, model_height) == min(MODEL_SIDE, round(max(width, height) / 8) * 8)
     assert model_width % 8 == 0 and model_height % 8 == 0
@@ -151,12 +154,12 @@ def test_model_size_keeps_aspect_and_caps_the_longer_side(size: tuple[int, int])
 
 
 def test_model_size_does_not_upscale() -> None:
-    assert model_size(320, 240) == (320, 240)
+    assert model_size(320, 240, MODEL_SIDE) == (320, 240)
 
 
 @pytest.mark.parametrize(("size", "expected"), [((4096, 16), (MODEL_SIDE, MIN_MODEL_SIDE)), ((100, 50), (96, 64))])
 def test_model_size_has_a_floor_for_small_sides(size: tuple[int, int], expected: tuple[int, int]) -> None:
-    assert model_size(*size) == expected
+    assert model_size(*size, MODEL_SIDE) == expected
 
 
 def test_to_pil_maps_minus_one_to_one_onto_0_255() -> None:

@@ -14,8 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from models.img2img_turbo import run_task
-from models.tiny import build_tiny_networks, write_tiny_hub_layout
+from models.running.img2img_turbo import run_task
+from models.weights.tiny import build_tiny_networks, write_tiny_hub_layout
 from pipelines import Studio
 from pipelines.images import seeded_noise
 from tests import reference_img2img as ref
@@ -69,13 +69,25 @@ def test_vae_weights_are_stored_only_where_they_differ_from_the_base(setup) -> N
     assert all(not names for task, names in overrides.items() if task != "rainy_to_clear")
 
 
+def test_under_bf16_the_vae_is_compared_with_the_base_as_stored(setup, tmp_path: Path, monkeypatch) -> None:
+    """The resident VAE is rounded to bf16; conversion must still see that the checkpoint's tensors
+    equal SD-Turbo's fp32 ones (else nearly all would be stored as overrides)."""
+    studio, _, _ = setup
+    monkeypatch.setenv("ONESTEP_CACHE", str(tmp_path / "cache"))
+    half = Studio.load("local", model_dir=studio.source.model_dir, device="cpu", dtype="bfloat16",
+                       tasks=("day_to_night", "rainy_to_clear"))
+    assert half.unavailable_tasks == {}
+    overrides = {task: sorted(model.vae_overrides) for task, model in half.store.tasks.items()}
+    assert overrides == {"day_to_night": [], "rainy_to_clear": ["decoder.conv_in.weight"]}
+
+
 def test_edge_model_matches_reference(setup) -> None:
     studio, references, _ = setup
     reference = references["edge_to_image"]
     embeddings = studio.store.prompt_embeddings("a cozy cabin")
     control = control_map(0)
-    with torch.inference_mode():
-        ours = run_task(studio.store, studio.store.tasks["edge_to_image"], control, embeddings)
+    with studio.store.model_call("edge_to_image") as call:
+        ours = run_task(call, control, embeddings)
     expected = ref.reference_forward(reference.unet, reference.vae, control, embeddings)
     assert torch.allclose(ours, expected, atol=TOLERANCE), (ours - expected).abs().max()
 
@@ -87,8 +99,8 @@ def test_sketch_model_matches_reference(setup, gamma: float) -> None:
     embeddings = studio.store.prompt_embeddings("a cat")
     control = control_map(1)
     noise = seeded_noise(7, (1, 4, 6, 8), torch.device("cpu"), torch.float32)
-    with torch.inference_mode():
-        ours = run_task(studio.store, studio.store.tasks["sketch_to_image"], control, embeddings, gamma=gamma, noise=noise)
+    with studio.store.model_call("sketch_to_image", gamma=gamma) as call:
+        ours = run_task(call, control, embeddings, noise=noise)
     expected = ref.reference_forward(reference.unet, reference.vae, control, embeddings, gamma=gamma, noise=noise)
     assert torch.allclose(ours, expected, atol=TOLERANCE), (ours - expected).abs().max()
 
@@ -100,8 +112,8 @@ def test_cyclegan_directions_match_reference(setup, direction: str) -> None:
     reference = references[direction]
     vae = reference.vae_a2b if task.spec.vae_side == "a2b" else reference.vae_b2a
     photo = torch.rand((1, 3, 64, 64), generator=torch.Generator().manual_seed(3)) * 2 - 1
-    with torch.inference_mode():
-        ours = run_task(studio.store, task, photo, task.caption_embeddings)
+    with studio.store.model_call(direction) as call:
+        ours = run_task(call, photo, task.caption_embeddings)
     expected = ref.reference_forward(reference.unet, vae, photo, studio.store.prompt_embeddings(task.spec.caption))
     assert torch.allclose(ours, expected, atol=TOLERANCE), (ours - expected).abs().max()
 

@@ -9,16 +9,17 @@ import pytest
 import torch
 from PIL import Image
 
-from models.img2img_turbo import TaskUnavailableError
+from pipelines.errors import InputError, TaskUnavailableError
 from pipelines import Studio
+from pipelines.sketch_to_image import sketch_lines
 from tests.conftest import pixel_distance
 
 DIRECTIONS = ("day_to_night", "night_to_day", "clear_to_rainy", "rainy_to_clear")
 
 
-def cross_sketch(size: tuple[int, int] = (128, 128), dark_on_light: bool = True) -> np.ndarray:
+def cross_sketch(size: tuple[int, int] = (128, 128)) -> np.ndarray:
     width, height = size
-    background, stroke = (255, 0) if dark_on_light else (0, 255)
+    background, stroke = 255, 0
     canvas = np.full((height, width), background, dtype=np.uint8)
     canvas[height // 5: 4 * height // 5, width // 2 - 2: width // 2 + 2] = stroke
     canvas[height // 2 - 2: height // 2 + 2, width // 5: 4 * width // 5] = stroke
@@ -80,17 +81,31 @@ def test_sketch_accepts_pil_array_and_editor_values(studio: Studio) -> None:
         assert np.array_equal(np.asarray(as_array), np.asarray(other))
 
 
-def test_light_strokes_on_dark_read_like_dark_strokes_on_light(studio: Studio) -> None:
-    dark_on_light = studio.sketch_to_image(cross_sketch(dark_on_light=True), "a cat", gamma=1.0)
-    light_on_dark = studio.sketch_to_image(cross_sketch(dark_on_light=False), "a cat", gamma=1.0)
-    assert np.array_equal(np.asarray(dark_on_light), np.asarray(light_on_dark))
+def test_sketches_are_binarised_per_channel_as_upstream() -> None:
+    """As the release does: in each channel a value below 0.5 is a line (1), else background (0)."""
+    colours = {"black": (0, 0, 0), "red": (255, 0, 0), "blue": (0, 0, 255), "grey 127": (127, 127, 127),
+               "grey 128": (128, 128, 128), "white": (255, 255, 255)}
+    sketch = Image.fromarray(np.array([list(colours.values())], dtype=np.uint8))
+    lines = dict(zip(colours, sketch_lines(sketch)[0].tolist()))
+    assert lines == {"black": [True, True, True], "red": [False, True, True], "blue": [True, True, False],
+                     "grey 127": [True, True, True], "grey 128": [False, False, False],
+                     "white": [False, False, False]}
 
 
-@pytest.mark.parametrize("empty", [np.full((256, 256), 255, np.uint8), np.zeros((128, 128), np.uint8),
+def test_a_red_sketch_gives_the_model_other_lines_than_a_black_one(studio: Studio) -> None:
+    black = np.stack([cross_sketch()] * 3, axis=-1)
+    red = black.copy()
+    red[..., 0] = 255  # the strokes are (255, 0, 0): lines in green and blue only
+    as_black = studio.sketch_to_image(black, "a cat", gamma=1.0)
+    as_red = studio.sketch_to_image(red, "a cat", gamma=1.0)
+    assert pixel_distance(as_black, as_red) > 0.5
+
+
+@pytest.mark.parametrize("empty", [np.full((256, 256), 255, np.uint8), np.full((64, 64, 3), 200, np.uint8),
                                    {"background": None, "layers": [], "composite": None},
                                    {"composite": np.zeros((64, 64, 4), np.uint8)}])
 def test_empty_canvas_gets_a_clear_message(studio: Studio, empty) -> None:
-    with pytest.raises(ValueError, match="sketch is empty"):
+    with pytest.raises(InputError, match="sketch is empty"):
         studio.sketch_to_image(empty, "a cat")
 
 
@@ -110,7 +125,7 @@ def test_non_image_uploads_are_refused(studio: Studio, upload) -> None:
 # --- edges ------------------------------------------------------------------------------------------
 
 def test_edge_to_image_returns_dark_on_white_edges_and_image_at_input_size(studio: Studio, photo: Image.Image) -> None:
-    edges, image = studio.edge_to_image(photo, "a cozy cabin", low_threshold=100, high_threshold=200, seed=1)
+    edges, image = studio.edge_to_image(photo, "a cozy cabin", low_threshold=100, high_threshold=200)
     assert edges.size == image.size == photo.size
     grey = np.asarray(edges.convert("L"))
     assert np.median(grey) == 255 and (grey < 128).mean() > 0.005  # white paper with dark lines
@@ -191,11 +206,11 @@ def test_one_copy_of_the_base_unet_with_every_task_loaded(studio: Studio) -> Non
 
 def _switch_to(studio: Studio, task_name: str) -> None:
     """Everything that differs between two tasks' calls: which adapters are active, at what scale."""
-    task = studio.store.tasks[task_name]
-    studio.store.use_adapters(unet={name: 0.5 for name in task.unet_adapters}, vae={task.vae_adapter: 0.5})
-    task.skip_switch.apply({"skip": 0.5})
+    with studio.store.model_call(task_name, gamma=0.5):
+        pass
 
 
+@pytest.mark.timing
 def test_switching_tasks_costs_under_ten_percent_of_a_call(studio: Studio) -> None:
     """A switch (sketch -> day_to_night adapters and back, halved) against one 128 px sketch call."""
     sketch = cross_sketch()

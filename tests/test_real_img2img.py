@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.img2img_turbo import checkpoint_cache_dir
-from models.sources import complete_cached_snapshot
-from models.specs import CHECKPOINTS
+from models.weights.task_loading import checkpoint_cache_dir
+from models.weights.sources import complete_cached_snapshot
+from models.weights.specs import CHECKPOINTS
 from pipelines import Studio
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.sources import complete_cached_snapshot
+from models.weights.sources import complete_cached_snapshot
 from pipelines import Studio
 from tests.conftest import pixel_distance
 

@@ -1,5 +1,5 @@
-"""The model store: one resident SD-Turbo shared by the tasks, the prompt-embedding LRU cache, and
-thread safety."""
+"""The model store: one resident SD-Turbo shared by the tasks, the prompt-embedding LRU cache,
+thread safety, the task registry and the one model-call context every pipeline enters."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ from PIL import Image
 from torch import nn
 from transformers import CLIPTextModel
 
-from models.store import ModelStore
+from models.running.adapters import lora_layers
+from models.running.errors import TaskUnavailableError
+from models.running.store import ModelStore
 from pipelines import Studio
 
 NETWORK_CLASSES: tuple[type[nn.Module], ...] = (CLIPTextModel, UNet2DConditionModel, AutoencoderKL)
@@ -169,3 +171,64 @@ def test_concurrent_calls_give_the_images_of_sequential_calls(studio: Studio, ph
     fresh = ModelStore(studio.store.base, studio.store.source)
     for prompt in ("thread one", "thread two", "thread six"):
         assert torch.equal(studio.store.prompt_embeddings(prompt), fresh.prompt_embeddings(prompt)), prompt
+
+
+# --- the one model-call context ---------------------------------------------------------------------
+
+def lock_is_free(store: ModelStore) -> bool:
+    """Whether another thread could take the store's lock right now."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        taken = pool.submit(lambda: store.lock.acquire(blocking=False)).result()
+        if taken:
+            pool.submit(store.lock.release).result()
+    return taken
+
+
+def test_a_model_call_holds_the_lock_in_inference_mode_with_exactly_the_tasks_adapters(studio: Studio) -> None:
+    store = studio.store
+    task = store.tasks["day_to_night"]
+    with store.model_call("day_to_night", gamma=0.3) as call:
+        assert call.task is task and call.gamma == 0.3
+        assert torch.is_inference_mode_enabled() and not lock_is_free(store)
+        active = {name for layer in lora_layers(store.base.unet) for name in layer.active_adapters}
+        assert active == set(task.unet_adapters)
+        assert {name for layer in lora_layers(store.base.vae) for name in layer.active_adapters} == {task.vae_adapter}
+        layer = next(layer for layer in lora_layers(store.base.unet) if task.unet_adapters[0] in layer.scaling)
+        adapter = task.unet_adapters[0]
+        assert layer.scaling[adapter] == pytest.approx(0.3 * layer.lora_alpha[adapter] / layer.r[adapter])
+    assert lock_is_free(store) and not torch.is_inference_mode_enabled()
+    with store.model_call() as call:
+        assert call.task is None
+        assert all(not layer.active_adapters for layer in lora_layers(store.base.unet) + lora_layers(store.base.vae))
+        with pytest.raises(RuntimeError, match="without a task"):
+            call.require_task()
+
+
+def test_every_pipeline_runs_in_a_model_call(studio: Studio, photo: Image.Image,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    opened: list[str | None] = []
+    original = studio.store.model_call
+
+    def recording(task: str | None = None, **options: float) -> object:
+        opened.append(task)
+        return original(task, **options)
+
+    monkeypatch.setattr(studio.store, "model_call", recording)
+    sketch = np.full((64, 64), 255, np.uint8)
+    sketch[10:50, 30] = 0
+    studio.text_to_image("x", width=256, height=256)
+    studio.edit(photo, "x")
+    studio.sketch_to_image(sketch, "x")
+    studio.edge_to_image(photo, "x")
+    studio.translate(photo, direction="night_to_day")
+    assert opened == [None, None, "sketch_to_image", "edge_to_image", "night_to_day"]
+
+
+def test_a_task_not_installed_is_refused_by_the_registry_with_the_reason(studio: Studio) -> None:
+    store = ModelStore(studio.store.base, studio.store.source)
+    store.mark_unavailable("day_to_night", "day2night.pkl was not found")
+    with pytest.raises(TaskUnavailableError, match="day2night.pkl was not found"):
+        with store.model_call("day_to_night"):
+            pass
+    with pytest.raises(TaskUnavailableError, match="not asked for"):
+        store.task("edge_to_image")

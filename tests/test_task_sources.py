@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-import models.specs
-from models.img2img_turbo import TaskUnavailableError, locate_task_weights
-from models.specs import CHECKPOINTS
-from models.tiny import build_tiny_networks, write_tiny_hub_layout
+import models.weights.specs
+from models.running.errors import TaskUnavailableError
+from models.weights.task_loading import locate_task_weights
+from models.weights.specs import CHECKPOINTS
+from models.weights.tiny import build_tiny_networks, write_tiny_hub_layout
 from pipelines import Studio
 from tests import reference_img2img as ref
 from tests.test_checkpoints import file_server  # noqa: F401  (fixture)
@@ -29,16 +30,16 @@ def test_missing_checkpoints_make_tasks_unavailable_with_the_reason(tmp_path: Pa
 
 def test_a_released_checkpoint_is_downloaded_checked_and_converted_once(file_server, tmp_path: Path, monkeypatch) -> None:  # noqa: F811
     url, served = file_server
-    monkeypatch.setattr(models.specs, "CHECKPOINT_BASE_URL", f"{url}/")
+    monkeypatch.setattr(models.weights.specs, "CHECKPOINT_BASE_URL", f"{url}/")
     monkeypatch.setenv("ONESTEP_CACHE", str(tmp_path / "cache"))
     _, unet, vae = build_tiny_networks()
     ref.make_pix2pix(unet, vae, False, 1, served / "edge_to_image_loras.pkl")
     studio = Studio.load("tiny", device="cpu", tasks=())
     spec = CHECKPOINTS["edge_to_image"]
-    converted = locate_task_weights(studio.store.base, spec, None, allow_download=True)
+    converted = locate_task_weights(studio.store, spec, allow_download=True)
     cache = tmp_path / "cache" / "img2img-turbo"
     assert converted == cache / "edge_to_image_loras.safetensors"
     assert (cache / "edge_to_image_loras.pkl.sha256").is_file()
     (served / "edge_to_image_loras.pkl").unlink()
     (cache / "edge_to_image_loras.pkl").unlink()
-    assert locate_task_weights(studio.store.base, spec, None, allow_download=True) == converted
+    assert locate_task_weights(studio.store, spec, allow_download=True) == converted

@@ -13,11 +13,11 @@ from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
 from PIL import Image
 
 import pipelines.text_to_image as text_to_image_module
-from models.configs import SCHEDULER_CONFIG
-from models.sd_turbo import FINAL_TIMESTEP
-from models.store import PromptTruncatedWarning
+from models.weights.configs import SCHEDULER_CONFIG
+from models.running.sd_turbo import FINAL_TIMESTEP
+from models.running.errors import PromptTruncatedWarning
 from pipelines import Studio
-from pipelines.errors import NonFiniteOutputError
+from pipelines.errors import InputError, NonFiniteOutputError
 from pipelines.images import seeded_noise
 from tests.conftest import pixel_distance
 
@@ -52,7 +52,7 @@ def test_same_seed_same_image_and_other_seed_other_image(studio: Studio) -> None
 SIDE_RANGE = "256 to 1024"
 SEED_RANGE = "0 to 4294967295"
 BAD_ARGUMENTS: list[tuple[str, object, str]] = [
-    *((side, value, SIDE_RANGE) for side in ("width", "height") for value in (255, 1025, 512.5, True, None)),
+    *((side, value, SIDE_RANGE) for side in ("width", "height") for value in (255, 1025, 512.5, True, "512")),
     *(("seed", value, SEED_RANGE) for value in (-1, 2**32, 1.5, None)),
     *(("prompt", value, "string") for value in (None, 3)),
 ]
@@ -61,11 +61,16 @@ BAD_ARGUMENTS: list[tuple[str, object, str]] = [
 @pytest.mark.parametrize(("name", "value", "allowed"), BAD_ARGUMENTS)
 def test_bad_arguments_name_argument_value_and_range(studio: Studio, name: str, value: object, allowed: str) -> None:
     arguments: dict[str, object] = {"prompt": PROMPT, "seed": 0, "width": 256, "height": 256, name: value}
-    with pytest.raises(ValueError) as raised:
+    with pytest.raises(InputError) as raised:
         studio.text_to_image(**arguments)
     message = str(raised.value)
     assert f"{name}={value!r}" in message
     assert allowed in message
+
+
+def test_sides_default_to_the_native_side_of_the_source(studio: Studio) -> None:
+    assert studio.limits.native_side == 512
+    assert studio.text_to_image(PROMPT, height=256).size == (512, 256)
 
 
 def test_long_prompt_is_truncated_with_a_warning(studio: Studio) -> None:

@@ -8,6 +8,9 @@ drawing as a PNG data URL; the value travels inside the event itself, with no up
 The value is "" while the canvas is blank. An event may set it to another PNG data URL (an
 uploaded sketch); the canvas then shows that image scaled to fit, ready to draw on.
 
+The canvas draws at the source's native side (studio.limits.native_side) and refuses data larger
+than the largest input side (studio.limits.max_input_side); the tabs pass both in.
+
 A factory rather than a gr.HTML subclass: Gradio writes a .pyi stub beside every Component
 subclass at import time.
 """
@@ -21,10 +24,10 @@ import io
 import gradio as gr
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-CANVAS_SIDE = 512  # drawing resolution in pixels; the model works at 512 as well
+from pipelines.errors import InputError
+
 PNG_DATA_URL = "data:image/png;base64,"
 MAX_DATA_URL_CHARS = 8 * 1024 * 1024  # a 512x512 drawing is tens of kB; refuse anything absurd
-MAX_DATA_SIDE = 4096  # the pipelines' largest input side
 MAX_UNDO = 30
 
 TEMPLATE = """
@@ -146,23 +149,24 @@ canvas.dataset.ready = 'true';
 """
 
 
-def decode_drawing(payload: str) -> Image.Image:
-    """The RGB image in a PNG data URL; anything else is refused with a ValueError."""
+def decode_drawing(payload: str, max_side: int) -> Image.Image:
+    """The RGB image in a PNG data URL, at most max_side pixels a side; anything else is refused
+    with an InputError."""
     if len(payload) > MAX_DATA_URL_CHARS:
-        raise ValueError(f"sketch data is {len(payload)} characters; at most {MAX_DATA_URL_CHARS} are accepted")
+        raise InputError(f"sketch data is {len(payload)} characters; at most {MAX_DATA_URL_CHARS} are accepted")
     if not payload.startswith(PNG_DATA_URL):
-        raise ValueError("sketch must be a PNG data URL (data:image/png;base64,...)")
+        raise InputError("sketch must be a PNG data URL (data:image/png;base64,...)")
     try:
         data = base64.b64decode(payload[len(PNG_DATA_URL):], validate=True)
         with Image.open(io.BytesIO(data), formats=["PNG"]) as image:
-            if max(image.size) > MAX_DATA_SIDE:
-                raise ValueError(f"sketch is {image.width}x{image.height}; the largest side allowed is {MAX_DATA_SIDE}")
+            if max(image.size) > max_side:
+                raise InputError(f"sketch is {image.width}x{image.height}; the largest side allowed is {max_side}")
             return image.convert("RGB")
     except (binascii.Error, UnidentifiedImageError, OSError) as error:
-        raise ValueError(f"sketch is not a readable PNG image ({error})") from error
+        raise InputError(f"sketch is not a readable PNG image ({error})") from error
 
 
-def drawing_value(image: Image.Image, side: int = CANVAS_SIDE) -> str:
+def drawing_value(image: Image.Image, side: int) -> str:
     """The canvas value that shows `image`: a PNG data URL, flattened on white and scaled down to
     fit the canvas."""
     rgba = image.convert("RGBA")
@@ -173,18 +177,18 @@ def drawing_value(image: Image.Image, side: int = CANVAS_SIDE) -> str:
     return PNG_DATA_URL + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def sketch_canvas(*, label: str = "Sketch", elem_id: str | None = None, side: int = CANVAS_SIDE) -> gr.HTML:
+def sketch_canvas(*, side: int, label: str = "Sketch", elem_id: str | None = None) -> gr.HTML:
     """Black brush on white, eraser, undo and clear. Its value is the drawing as a PNG data URL
     ("" when blank): read it with `drawing_from`, set it with `drawing_value`."""
     return gr.HTML(value="", label=label, show_label=True, container=True, html_template=TEMPLATE, css_template=CSS,
                    js_on_load=JS, side=side, undo_depth=MAX_UNDO, elem_id=elem_id)
 
 
-def drawing_from(value: str | None) -> Image.Image | None:
+def drawing_from(value: str | None, max_side: int) -> Image.Image | None:
     """The canvas value as an RGB image, None when the canvas is blank; a malformed value is a gr.Error."""
     if not value:
         return None
     try:
-        return decode_drawing(value)
-    except ValueError as error:
+        return decode_drawing(value, max_side)
+    except InputError as error:
         raise gr.Error(str(error), print_exception=False) from error

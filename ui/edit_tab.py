@@ -20,15 +20,16 @@ EXAMPLES = [
 
 
 def build(studio: Studio) -> None:
+    limits = studio.limits
     with gr.Tab("Edit", id="edit"):
         with gr.Row():
             with gr.Column():
                 photo = photo_input("Photo", "edit-photo")
                 prompt = gr.Textbox(label="Prompt (Enter runs the edit)", elem_id="edit-prompt",
                                     placeholder="How the photo should look")
-                strength = gr.Slider(0.01, 1, value=0.5, step=0.01, label="Strength", elem_id="edit-strength",
+                strength = gr.Slider(0.01, 1, value=limits.default_strength, step=0.01, label="Strength", elem_id="edit-strength",
                                      info="How far the result may move from the photo; runs on release")
-                seed = seed_controls("edit-seed")
+                seed = seed_controls("edit-seed", limits.max_seed)
                 run = gr.Button("Edit", variant="primary", elem_id="edit-run")
             image = result_image("Result", "edit-output")
         gr.Examples(EXAMPLES, inputs=[photo, prompt, strength], label="Example photos", elem_id="edit-examples")

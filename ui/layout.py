@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 import gradio as gr
 
 from ui import edit_tab, sketch_tab, text_tab, translate_tab
-from ui.canvas import CANVAS_SIDE
 
 if TYPE_CHECKING:
     from pipelines import Studio
@@ -35,10 +34,13 @@ def banner_html(studio: Studio) -> str:
     return f'<div class="banner-body {kind}" data-source="{source.active}">{"".join(lines)}</div>'
 
 
-def build_app(studio: Studio, *, queue_size: int, preview_side: int = CANVAS_SIDE) -> gr.Blocks:
+def build_app(studio: Studio, *, queue_size: int, preview_side: int | None = None) -> gr.Blocks:
     """The Blocks app on its queue: at most queue_size waiting requests, and every model call in
     the one GPU concurrency group, one at a time. Live sketch previews run on the drawing scaled
-    to fit preview_side pixels (the model's cost grows with the pixel count)."""
+    to fit preview_side pixels (the model's cost grows with the pixel count); default: the
+    source's default for the Studio's device (studio.limits.default_preview_side)."""
+    if preview_side is None:
+        preview_side = studio.limits.default_preview_side(studio.device.type)
     with gr.Blocks(title=TITLE, delete_cache=DELETE_CACHE) as demo:
         gr.HTML(banner_html(studio), css_template=BANNER_CSS, js_on_load=None, elem_id="banner")
         with gr.Tabs():

@@ -15,7 +15,6 @@ from ui.widgets import action, api_endpoint, example, live, photo_input, result_
 if TYPE_CHECKING:
     from pipelines import Studio
 
-DEFAULT_GAMMA = 0.4
 SKETCH_EXAMPLES = [
     [example("sketch_house.png"), "a cottage in a meadow", "Photographic"],
     [example("sketch_cat.png"), "a ginger cat", "Anime"],
@@ -44,33 +43,34 @@ def scaled_to_fit(image: Image.Image, side: int) -> Image.Image:
 
 
 def build_sketch_mode(studio: Studio, preview_side: int) -> None:
+    limits = studio.limits
     with gr.Tab("Draw a sketch", id="draw"):
         with gr.Row():
             with gr.Column():
-                canvas = sketch_canvas(label="Sketch", elem_id="sketch-canvas")
+                canvas = sketch_canvas(side=limits.native_side, label="Sketch", elem_id="sketch-canvas")
                 upload = gr.Image(label="Or load a sketch onto the canvas", type="pil", height=140,
                                   sources=["upload", "clipboard"], elem_id="sketch-upload")
             with gr.Column():
                 image = result_image("Image", "sketch-output")
                 prompt = gr.Textbox(label="Prompt", elem_id="sketch-prompt", placeholder="What the sketch shows")
                 style = style_choice("sketch-style")
-                gamma = gr.Slider(0, 1, value=DEFAULT_GAMMA, step=0.01, label="Diversity (gamma)", elem_id="gamma",
+                gamma = gr.Slider(0, 1, value=limits.default_gamma, step=0.01, label="Diversity (gamma)", elem_id="gamma",
                                   info="1 follows the sketch exactly; lower values give more varied images")
-                seed = seed_controls("sketch-seed")
+                seed = seed_controls("sketch-seed", limits.max_seed)
                 generate = gr.Button("Generate", variant="primary", elem_id="sketch-generate")
         gr.Examples(SKETCH_EXAMPLES, inputs=[upload, prompt, style], label="Example sketches",
                     elem_id="sketch-examples")
 
     def draw(drawing: str, prompt: str, style: str, gamma: float, seed: int) -> Image.Image | None:
         """The live view, at preview size; a blank canvas clears the output instead of raising."""
-        sketch = drawing_from(drawing)
+        sketch = drawing_from(drawing, limits.max_input_side)
         if sketch is None:
             return None
         return run_task(studio.sketch_to_image, scaled_to_fit(sketch, preview_side), apply_style(style, prompt),
                         gamma=gamma, seed=seed)
 
     def generate_from(drawing: str, prompt: str, style: str, gamma: float, seed: int) -> Image.Image:
-        sketch = drawing_from(drawing)
+        sketch = drawing_from(drawing, limits.max_input_side)
         if sketch is None:
             raise gr.Error("The canvas is empty: draw a sketch or load one first.", print_exception=False)
         return run_task(studio.sketch_to_image, sketch, apply_style(style, prompt), gamma=gamma, seed=seed)
@@ -81,50 +81,52 @@ def build_sketch_mode(studio: Studio, preview_side: int) -> None:
     inputs = [canvas, prompt, style, gamma, seed]
     live([canvas.change, prompt.change, style.change, gamma.change, seed.change], draw, inputs, image)
     action([generate.click], generate_from, inputs, image)
-    upload.change(load_onto_canvas, upload, canvas, queue=False, api_visibility="private")
+    upload.change(lambda sketch: load_onto_canvas(sketch, limits.native_side), upload, canvas, queue=False,
+                  api_visibility="private")
     api_endpoint(sketch_to_image, [upload, prompt, gamma, seed], image)
 
 
-def load_onto_canvas(sketch: Image.Image | None) -> str | dict:
+def load_onto_canvas(sketch: Image.Image | None, side: int) -> str | dict:
     """An uploaded sketch replaces the drawing (and so runs the model); clearing the upload keeps it."""
-    return gr.skip() if sketch is None else drawing_value(sketch)
+    return gr.skip() if sketch is None else drawing_value(sketch, side)
 
 
 def build_edge_mode(studio: Studio) -> None:
+    """No seed here: the edge model is deterministic, a seed would change nothing."""
+    low_default, high_default = studio.limits.default_thresholds
     with gr.Tab("Edges from a photo", id="edges"):
         with gr.Row():
             with gr.Column():
                 photo = photo_input("Photo", "edge-photo")
                 with gr.Row():
-                    low = gr.Slider(0, 255, value=100, step=1, precision=0, label="Low threshold", elem_id="edge-low")
-                    high = gr.Slider(0, 255, value=200, step=1, precision=0, label="High threshold",
+                    low = gr.Slider(0, 255, value=low_default, step=1, precision=0, label="Low threshold", elem_id="edge-low")
+                    high = gr.Slider(0, 255, value=high_default, step=1, precision=0, label="High threshold",
                                      elem_id="edge-high")
                 edges = gr.Image(label="Canny edges", type="pil", format="png", interactive=False, elem_id="edge-map")
             with gr.Column():
                 image = result_image("Image", "edge-output")
                 prompt = gr.Textbox(label="Prompt", elem_id="edge-prompt", placeholder="What the photo shows")
                 style = style_choice("edge-style")
-                seed = seed_controls("edge-seed")
                 generate = gr.Button("Generate", variant="primary", elem_id="edge-generate")
         gr.Examples(EDGE_EXAMPLES, inputs=[photo, prompt, style], label="Example photos", elem_id="edge-examples")
 
-    def follow(photo: Image.Image | None, prompt: str, style: str, low: int, high: int,
-               seed: int) -> tuple[Image.Image | None, Image.Image | None]:
+    def follow(photo: Image.Image | None, prompt: str, style: str, low: int,
+               high: int) -> tuple[Image.Image | None, Image.Image | None]:
         """The live view: no photo clears both outputs instead of raising."""
-        return (None, None) if photo is None else generate_from(photo, prompt, style, low, high, seed)
+        return (None, None) if photo is None else generate_from(photo, prompt, style, low, high)
 
-    def generate_from(photo: Image.Image | None, prompt: str, style: str, low: int, high: int,
-                      seed: int) -> tuple[Image.Image, Image.Image]:
+    def generate_from(photo: Image.Image | None, prompt: str, style: str, low: int,
+                      high: int) -> tuple[Image.Image, Image.Image]:
         return run_task(studio.edge_to_image, photo, apply_style(style, prompt), low_threshold=low,
-                        high_threshold=high, seed=seed)
+                        high_threshold=high)
 
-    def edge_to_image(image: Image.Image, prompt: str, low_threshold: int, high_threshold: int,
-                      seed: int) -> tuple[Image.Image, Image.Image]:
+    def edge_to_image(image: Image.Image, prompt: str, low_threshold: int,
+                      high_threshold: int) -> tuple[Image.Image, Image.Image]:
         return run_task(studio.edge_to_image, image, prompt, low_threshold=low_threshold,
-                        high_threshold=high_threshold, seed=seed)
+                        high_threshold=high_threshold)
 
-    inputs = [photo, prompt, style, low, high, seed]
-    triggers = [photo.change, prompt.change, style.change, low.change, high.change, seed.change]
+    inputs = [photo, prompt, style, low, high]
+    triggers = [photo.change, prompt.change, style.change, low.change, high.change]
     live(triggers, follow, inputs, [edges, image])
     action([generate.click], generate_from, inputs, [edges, image])
-    api_endpoint(edge_to_image, [photo, prompt, low, high, seed], [edges, image])
+    api_endpoint(edge_to_image, [photo, prompt, low, high], [edges, image])

@@ -5,6 +5,8 @@ The nine names are the reference demo's; the wording of each template is this pr
 
 from __future__ import annotations
 
+from pipelines.errors import InputError
+
 NO_STYLE = "No style"
 EMPTY_SUBJECT = "a scene"
 
@@ -26,7 +28,7 @@ def apply_style(style: str, prompt: str) -> str:
     """The prompt wrapped in the style's template (an empty prompt becomes "a scene"); an unknown
     style is an error that lists the styles."""
     if style not in STYLES:
-        raise ValueError(f"style={style!r} is not one of: {', '.join(STYLES)}")
+        raise InputError(f"style={style!r} is not one of: {', '.join(STYLES)}")
     if style == NO_STYLE:
         return prompt
     return STYLES[style].format(prompt=prompt.strip() or EMPTY_SUBJECT)

@@ -20,16 +20,17 @@ EXAMPLES = [
 
 
 def build(studio: Studio) -> None:
+    limits = studio.limits
     with gr.Tab("Text to image", id="text"):
         with gr.Row():
             with gr.Column():
                 prompt = gr.Textbox(label="Prompt", lines=2, elem_id="text-prompt",
                                     placeholder="Describe the image; the preview follows as you type")
                 with gr.Row():
-                    width = gr.Slider(256, 1024, value=512, step=64, precision=0, label="Width", elem_id="text-width")
-                    height = gr.Slider(256, 1024, value=512, step=64, precision=0, label="Height",
-                                       elem_id="text-height")
-                seed = seed_controls("text-seed")
+                    width, height = (gr.Slider(limits.min_side, limits.max_side, value=limits.native_side,
+                                               step=limits.side_step, precision=0, label=label, elem_id=elem_id)
+                                     for label, elem_id in (("Width", "text-width"), ("Height", "text-height")))
+                seed = seed_controls("text-seed", limits.max_seed)
                 generate = gr.Button("Generate", variant="primary", elem_id="text-generate")
             image = result_image("Image", "text-output")
         gr.Examples(EXAMPLES, inputs=[prompt, seed], label="Examples", elem_id="text-examples")

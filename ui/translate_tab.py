@@ -13,13 +13,6 @@ from ui.widgets import action, api_endpoint, example, live, photo_input, result_
 if TYPE_CHECKING:
     from pipelines import Studio
 
-# (label, value): the values are the Studio's directions (models.specs.DIRECTIONS).
-DIRECTION_CHOICES = [
-    ("Day → night", "day_to_night"),
-    ("Night → day", "night_to_day"),
-    ("Clear → rainy", "clear_to_rainy"),
-    ("Rainy → clear", "rainy_to_clear"),
-]
 EXAMPLES = [
     [example("photo_day_street.png"), "day_to_night"],
     [example("photo_night_street.png"), "night_to_day"],
@@ -28,13 +21,20 @@ EXAMPLES = [
 ]
 
 
+def direction_label(direction: str) -> str:
+    """day_to_night -> "Day → night"."""
+    return direction.replace("_to_", " → ").capitalize()
+
+
 def build(studio: Studio) -> None:
+    directions = studio.limits.directions
     with gr.Tab("Day ↔ night", id="translate"):
         with gr.Row():
             photo = photo_input("Photo", "translate-photo")
             image = result_image("Result", "translate-output")
         with gr.Row(equal_height=True):
-            direction = gr.Radio(DIRECTION_CHOICES, value="day_to_night", label="Direction", scale=3,
+            direction = gr.Radio([(direction_label(name), name) for name in directions], value=directions[0],
+                                 label="Direction", scale=3,
                                  elem_id="translate-direction")
             run = gr.Button("Translate", variant="primary", scale=1, elem_id="translate-run")
         gr.Examples(EXAMPLES, inputs=[photo, direction], label="Example photos", elem_id="translate-examples")

@@ -1,7 +1,9 @@
 """Pieces every tab shares: the one GPU queue, event settings, seed controls, the result image,
-named API endpoints, and the call that turns pipeline errors and warnings into Gradio messages.
+named API endpoints, and the call that turns the Studio's user errors and warnings into Gradio
+messages.
 
-The UI never imports torch or the pipelines: it is handed a Studio and calls its methods.
+The UI never imports torch or the task pipelines: it is handed a Studio, calls its methods and
+builds its controls from `studio.limits`; it imports only the light pipelines.errors.
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ from typing import Any, TypeVar
 import gradio as gr
 from gradio.components import Component
 
+from pipelines.errors import USER_ERRORS, USER_WARNINGS
+
 GPU_QUEUE = "gpu"  # the one concurrency id of every event that runs a model
-MAX_SEED = 2**32 - 1  # the pipelines' seed range is 0..MAX_SEED
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "examples"
 RESULT_FORMAT = "jpeg"  # what result images are sent as; see ui/LATENCY.md
-APP_PACKAGES = frozenset({"models", "pipelines"})
 
 T = TypeVar("T")
 Components = Component | Sequence[Component]
@@ -30,15 +32,11 @@ def example(name: str) -> str:
     return str(EXAMPLES_DIR / name)
 
 
-def _from_app(kind: type) -> bool:
-    """Errors and warnings defined by the app's own layers are written for the user to read."""
-    return kind.__module__.partition(".")[0] in APP_PACKAGES
-
-
 def run_task(task: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-    """Call a Studio method. Bad input (ValueError) and the app's own errors come back as gr.Error
-    with the pipeline's message; the app's warnings (a truncated prompt) are shown as gr.Warning.
-    Anything else is a bug and propagates unchanged.
+    """Call a Studio method. Its user errors (bad input, a task not loaded, a non-finite image:
+    pipelines.errors.USER_ERRORS) come back as gr.Error with the pipeline's message; its user
+    warnings (a truncated prompt) are shown as gr.Warning. Anything else is a bug and propagates
+    unchanged.
 
     Warnings are collected with warnings.catch_warnings, which is process-wide; that is sound here
     because every model call runs in the one GPU queue, one at a time."""
@@ -46,31 +44,24 @@ def run_task(task: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         warnings.simplefilter("always")
         try:
             result = task(*args, **kwargs)
-        except ValueError as error:
-            raise gr.Error(str(error), print_exception=False) from error
-        except Exception as error:
-            if not _from_app(type(error)):
-                raise
+        except USER_ERRORS as error:
             raise gr.Error(str(error), print_exception=False) from error
     for warning in caught:
-        if _from_app(warning.category):
+        if issubclass(warning.category, USER_WARNINGS):
             gr.Warning(str(warning.message))
         else:
             warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
     return result
 
 
-def random_seed() -> int:
-    return secrets.randbelow(MAX_SEED + 1)
-
-
-def seed_controls(elem_id: str, value: int = 0) -> gr.Number:
-    """A seed box with a Randomize button beside it. The box always shows the seed the next run
-    uses, so after a randomized run it shows the seed that made the image."""
+def seed_controls(elem_id: str, max_seed: int, value: int = 0) -> gr.Number:
+    """A seed box with a Randomize button beside it (0 to max_seed; the pipeline checks typed
+    values). The box always shows the seed the next run uses, so after a randomized run it shows
+    the seed that made the image."""
     with gr.Row(equal_height=True):
         seed = gr.Number(value=value, precision=0, label="Seed", elem_id=elem_id, scale=3)
         randomize = gr.Button("Randomize", size="lg", scale=1, elem_id=f"{elem_id}-randomize")
-    randomize.click(random_seed, None, seed, queue=False, api_visibility="private")
+    randomize.click(lambda: secrets.randbelow(max_seed + 1), None, seed, queue=False, api_visibility="private")
     return seed
 
 

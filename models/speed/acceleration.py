@@ -17,9 +17,9 @@ from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel
 from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 from torch import nn
 
-from models.adapters import AdapterScales, lora_layers
-from models.img2img_turbo import SKIP_ADAPTER, TaskModel
-from models.store import ModelStore
+from models.running.adapters import lora_layers
+from models.running.store import ModelStore
+from models.running.task_model import TaskModel
 
 AttentionKind = Literal["sdpa", "classic"]
 CompileMode = Literal["off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
@@ -128,26 +128,12 @@ def unmerge_adapters(model: nn.Module) -> None:
             layer.unmerge()
 
 
-@dataclass(frozen=True)
-class TaskAdapterScales:
-    """The adapter scales run_task states for a task, per model."""
-
-    unet: AdapterScales
-    vae: AdapterScales
-    skips: AdapterScales
-
-
-def task_adapter_scales(task: TaskModel, gamma: float) -> TaskAdapterScales:
-    return TaskAdapterScales(unet={name: gamma for name in task.unet_adapters}, vae={task.vae_adapter: gamma},
-                             skips={SKIP_ADAPTER: gamma})
-
-
 def merge_task(store: ModelStore, task: TaskModel, gamma: float = 1.0) -> None:
     """Fold a task's UNet, VAE and skip-conv LoRA into the weights at this gamma. Pays where the
     same task runs many times at a fixed gamma (edges, translation); see the benchmark for the
-    switch cost. The store's AdapterSwitch does not know about merging: unmerge_task before any
+    switch cost. The store's model_call does not know about merging: unmerge_task before any
     other task or gamma runs."""
-    scales = task_adapter_scales(task, gamma)
+    scales = task.adapter_scales(gamma)
     merge_adapters(store.base.unet, scales.unet)
     merge_adapters(store.base.vae, scales.vae)
     merge_adapters(task.skips, scales.skips)

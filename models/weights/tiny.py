@@ -13,7 +13,7 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from models.configs import SCHEDULER_CONFIG, TINY_UNET_CONFIG, TINY_VAE_CONFIG, tiny_text_encoder_config
+from models.weights.configs import SCHEDULER_CONFIG, TINY_UNET_CONFIG, TINY_VAE_CONFIG, tiny_text_encoder_config
 
 TINY_SEED = 20240318
 BOS_TOKEN = "<|startoftext|>"

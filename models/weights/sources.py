@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from models.specs import SD_TURBO, SOURCE_NAMES, BaseModelSpec, SourceName
+from models.weights.specs import SD_TURBO, SOURCE_NAMES, BaseModelSpec, SourceName
 
 ActiveSource = Literal["hub", "local", "tiny"]
 HUB_PROBE_TIMEOUT_S = 3.0
@@ -27,6 +27,11 @@ class SourceInfo:
     reason: str
     base_dir: Path | None = None  # folder in the Hub layout; None for tiny
     model_dir: Path | None = None  # the user's --model-dir, also searched for checkpoints
+    spec: BaseModelSpec = SD_TURBO  # the model these weights are (tiny stands in for it)
+
+    @property
+    def native_side(self) -> int:
+        return self.spec.native_side
 
     @property
     def meaningful(self) -> bool:

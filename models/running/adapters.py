@@ -39,13 +39,12 @@ class AdapterSwitch:
         for layer in self._layers:
             present = [name for name in names if name in layer.scaling]
             if layer.active_adapters != present:
-                # What peft's set_adapter ends with; its requires_grad bookkeeping is skipped because
-                # every adapter weight is frozen at load, and it costs more than the switch itself.
+                # The one write to a peft attribute, and what peft's public set_adapter ends with.
+                # set_adapter itself also walks every adapter's parameters to set requires_grad:
+                # 18.8 ms against 0.9 ms per task switch on the tiny model's 125 LoRA layers (the full
+                # UNet has several times more), far over the switch budget. Every adapter weight is
+                # frozen at load, so that bookkeeping has nothing to do.
                 layer._active_adapter = present
             for name in present:
                 layer.set_scale(name, wanted[name])
         self._current = wanted
-
-    @property
-    def current(self) -> dict[str, float]:
-        return dict(self._current or {})

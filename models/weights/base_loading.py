@@ -1,72 +1,17 @@
-"""The resident SD-Turbo components and the one-step x0 prediction they all share."""
+"""Loading SD-Turbo: from a folder in the stabilityai/sd-turbo layout, or the tiny random-weight
+stand-in; either way frozen, in eval mode, on one device and dtype."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from collections.abc import Mapping
-
 import torch
-from torch.func import functional_call
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from models.configs import SCHEDULER_CONFIG
-from models.tiny import build_tiny_networks, write_tiny_tokenizer
-
-FINAL_TIMESTEP = 999
-
-
-@dataclass
-class SDTurbo:
-    """Tokenizer, text encoder, UNet and VAE on one device and dtype, plus the noise schedule."""
-
-    tokenizer: CLIPTokenizer
-    text_encoder: CLIPTextModel
-    unet: UNet2DConditionModel
-    vae: AutoencoderKL
-    alphas_cumprod: torch.Tensor  # float32, on the device
-    device: torch.device
-    dtype: torch.dtype
-    _timesteps: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
-
-    @property
-    def latent_scale(self) -> float:
-        return float(self.vae.config.scaling_factor)
-
-    @property
-    def max_prompt_tokens(self) -> int:
-        return int(self.tokenizer.model_max_length)
-
-    def timestep(self, t: int) -> torch.Tensor:
-        """The timestep as a tensor; made once per value and kept (fixed work is done once)."""
-        cached = self._timesteps.get(t)
-        if cached is None:
-            cached = self._timesteps[t] = torch.tensor([t], device=self.device, dtype=torch.long)
-        return cached
-
-    def predict_x0(self, noisy_latents: torch.Tensor, t: int, prompt_embeds: torch.Tensor,
-                   unet_parameters: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
-        """One UNet call at timestep t, then the epsilon-to-x0 formula (the UFOGen-style one step):
-        x0 = (x_t - sqrt(1 - abar_t) * eps) / sqrt(abar_t).
-
-        unet_parameters replace UNet parameters for this call only (torch.func.functional_call)."""
-        args = (noisy_latents, self.timestep(t))
-        kwargs = {"encoder_hidden_states": prompt_embeds}
-        if unet_parameters:
-            eps = functional_call(self.unet, dict(unet_parameters), args, kwargs, strict=False).sample
-        else:
-            eps = self.unet(*args, **kwargs).sample
-        alpha_bar = self.alphas_cumprod[t]
-        x0 = (noisy_latents.float() - (1 - alpha_bar).sqrt() * eps.float()) / alpha_bar.sqrt()
-        return x0.to(self.dtype)
-
-    def add_noise(self, latents: torch.Tensor, noise: torch.Tensor, t: int) -> torch.Tensor:
-        """x_t = sqrt(abar_t) * x0 + sqrt(1 - abar_t) * noise (the forward diffusion to step t)."""
-        alpha_bar = self.alphas_cumprod[t]
-        noisy = alpha_bar.sqrt() * latents.float() + (1 - alpha_bar).sqrt() * noise.float()
-        return noisy.to(self.dtype)
+from models.running.sd_turbo import SDTurbo
+from models.weights.configs import SCHEDULER_CONFIG
+from models.weights.tiny import build_tiny_networks, write_tiny_tokenizer
 
 
 def _alphas_cumprod(scheduler: DDPMScheduler, device: torch.device) -> torch.Tensor:

@@ -22,6 +22,7 @@ class BaseModelSpec:
 
     repo_id: str = "stabilityai/sd-turbo"
     revision: str = "main"
+    native_side: int = 512  # the image side the model was trained at
     subfolders: tuple[str, ...] = ("tokenizer", "text_encoder", "unet", "vae", "scheduler")
 
     def required_files(self, variant: str | None) -> tuple[str, ...]:
@@ -81,3 +82,14 @@ CHECKPOINTS: dict[TaskName, TaskCheckpointSpec] = {
         TaskCheckpointSpec("rainy_to_clear", "rainy2clear.pkl", "cyclegan", "driving in the day", "b2a"),
     )
 }
+
+
+# LoRA targets and ranks of the released layouts (pix2pix-Turbo's and CycleGAN-Turbo's training code).
+PIX2PIX_UNET_TARGETS = ["to_k", "to_q", "to_v", "to_out.0", "conv", "conv1", "conv2", "conv_shortcut",
+                        "conv_out", "proj_in", "proj_out", "ff.net.2", "ff.net.0.proj"]
+VAE_TARGETS = ["conv1", "conv2", "conv_in", "conv_shortcut", "conv", "conv_out", "skip_conv_1", "skip_conv_2",
+               "skip_conv_3", "skip_conv_4", "to_k", "to_q", "to_v", "to_out.0"]
+CYCLEGAN_UNET_PATTERNS = ["to_k", "to_q", "to_v", "to_out.0", "conv", "conv1", "conv2", "conv_in",
+                          "conv_shortcut", "conv_out", "proj_out", "proj_in", "ff.net.2", "ff.net.0.proj"]
+PIX2PIX_RANKS = (8, 4)  # UNet, VAE
+CYCLEGAN_RANKS = (128, 4)

@@ -24,8 +24,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from models.downloads import file_sha256, recorded_sha256
-from models.specs import TaskCheckpointSpec, TaskName, VaeSide
+from models.weights.downloads import file_sha256, recorded_sha256
+from models.weights.specs import TaskCheckpointSpec, TaskName, VaeSide
 
 FORMAT_VERSION = "1"
 PEFT_DEFAULT_ALPHA = 8  # peft's LoraConfig default, used by the pix2pix LoRAs and every VAE LoRA
@@ -179,20 +179,25 @@ def _cyclegan_vae_state(raw: Mapping[str, Any], side: VaeSide) -> dict[str, torc
     return state
 
 
-def _differing_tensors(candidate: Mapping[str, torch.Tensor], base: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _differing_tensors(candidate: Mapping[str, torch.Tensor], base: Mapping[str, torch.Tensor],
+                       precision: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """The candidate tensors that differ from the base's once both are in `precision` (fp32, or fp16
+    where the base is only known in fp16); compare with the base as stored, never a rounded copy."""
     unexpected = sorted(key for key in candidate if key not in base)
     if unexpected:
         raise CheckpointError(f"unexpected VAE keys in the CycleGAN-Turbo checkpoint: {', '.join(unexpected)}")
     return {key: tensor for key, tensor in candidate.items()
-            if tensor.shape != base[key].shape or not torch.equal(tensor.float(), base[key].float().cpu())}
+            if tensor.shape != base[key].shape
+            or not torch.equal(tensor.to(precision).float(), base[key].cpu().to(precision).float())}
 
 
 def convert_cyclegan(raw: Mapping[str, Any], task: TaskName, side: VaeSide,
-                     base_vae_state: Mapping[str, torch.Tensor]) -> TaskWeights:
+                     base_vae_state: Mapping[str, torch.Tensor], precision: torch.dtype = torch.float32) -> TaskWeights:
     """CycleGAN-Turbo layout: three UNet LoRAs (alpha = rank) and two full VAEs with LoRA and skips.
 
     Only this direction's VAE is kept; its base tensors are compared with SD-Turbo's VAE
-    (base_vae_state, plain parameter names) and only those that differ are stored.
+    (base_vae_state, plain parameter names, as stored on disk) in `precision`, and only those that
+    differ are stored.
     """
     _require_keys(raw, CYCLEGAN_KEYS, "CycleGAN-Turbo")
     rank = int(raw["rank_unet"])
@@ -203,17 +208,18 @@ def convert_cyclegan(raw: Mapping[str, Any], task: TaskName, side: VaeSide,
     vae_lora, skip_lora, skip_weights, vae_base = _split_vae_state(_cyclegan_vae_state(raw, side), "vae_skip")
     _check_skip_weights(skip_weights, f"CycleGAN-Turbo checkpoint ({side})")
     vae_group, skip_group = _vae_groups(list(raw["vae_lora_target_modules"]), int(raw["rank_vae"]), vae_lora, skip_lora)
-    overrides = _differing_tensors(vae_base, base_vae_state)
+    overrides = _differing_tensors(vae_base, base_vae_state, precision)
     return TaskWeights(task, unet_groups, vae_group, skip_weights, skip_group, vae_overrides=overrides)
 
 
-def convert_released(path: Path, spec: TaskCheckpointSpec, base_vae_state: Mapping[str, torch.Tensor]) -> TaskWeights:
+def convert_released(path: Path, spec: TaskCheckpointSpec, base_vae_state: Mapping[str, torch.Tensor],
+                     precision: torch.dtype = torch.float32) -> TaskWeights:
     raw = read_released_checkpoint(path)
     try:
         if spec.layout == "pix2pix":
             weights = convert_pix2pix(raw, spec.task)
         else:
-            weights = convert_cyclegan(raw, spec.task, spec.vae_side, base_vae_state)
+            weights = convert_cyclegan(raw, spec.task, spec.vae_side, base_vae_state, precision)
     except CheckpointError as error:
         raise CheckpointError(f"{path}: {error}") from error
     weights.source_sha256 = recorded_sha256(path) or file_sha256(path)  # a download has it already

@@ -1,0 +1,177 @@
+"""The model store: SD-Turbo loaded once per (device, dtype), kept resident and shared by every task.
+
+One store is one device and dtype. It owns the task registry, the lock that serialises model calls
+(one GPU runs one forward at a time; it also keeps per-call adapter settings from leaking between
+threads), the one model-call context every pipeline enters, and the LRU cache of prompt embeddings,
+so moving a slider does not re-encode an unchanged prompt.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+
+import torch
+
+from models.running.adapters import AdapterSwitch
+from models.running.devices import resolve_device, resolve_dtype
+from models.running.errors import PromptTruncatedWarning, TaskUnavailableError
+from models.running.sd_turbo import SDTurbo
+from models.running.task_model import TaskAdapterScales, TaskModel
+from models.weights.base_loading import build_tiny_sd_turbo, load_sd_turbo
+from models.weights.sources import SourceInfo, resolve_source
+from models.weights.specs import SourceName, TaskName
+
+ProgressCallback = Callable[[float, str], None]
+PROMPT_CACHE_SIZE = 64
+BASE_ONLY = TaskAdapterScales(unet={}, vae={}, skips={})
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+
+
+@dataclass(frozen=True)
+class ModelCall:
+    """What a model call runs on: the base, the task (None: plain SD-Turbo) and its gamma."""
+
+    base: SDTurbo
+    task: TaskModel | None
+    gamma: float
+
+    def require_task(self) -> TaskModel:
+        if self.task is None:
+            raise RuntimeError("this model call was opened without a task; use store.model_call(task_name)")
+        return self.task
+
+
+class ModelStore:
+    """Resident SD-Turbo components plus the tasks installed on top of them."""
+
+    def __init__(self, base: SDTurbo, source: SourceInfo, prompt_cache_size: int = PROMPT_CACHE_SIZE) -> None:
+        self.base = base
+        self.source = source
+        self.lock = threading.RLock()
+        self.prompt_cache_stats = CacheStats()
+        self._prompt_cache: OrderedDict[str, tuple[torch.Tensor, bool]] = OrderedDict()
+        self._prompt_cache_size = prompt_cache_size
+        self._unet_adapters = AdapterSwitch(base.unet)
+        self._vae_adapters = AdapterSwitch(base.vae)
+        self._tasks: dict[str, TaskModel] = {}
+        self._unavailable: dict[str, str] = {}
+
+    @classmethod
+    def load(cls, source: SourceName = "auto", *, model_dir: Path | str | None = None,
+             device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
+             progress: ProgressCallback | None = None) -> ModelStore:
+        """Resolve the source, then load the base components onto the device in the dtype."""
+        report = progress or (lambda fraction, message: None)
+        resolved_device = resolve_device(device)
+        resolved_dtype = resolve_dtype(dtype, resolved_device)
+        variant = "fp16" if resolved_dtype == torch.float16 else None
+        report(0.0, f"Finding weights (source: {source})")
+        info = resolve_source(source, model_dir, variant)
+        report(0.3, f"Loading SD-Turbo from {info.active} onto {resolved_device} ({resolved_dtype})")
+        if info.base_dir is None:
+            with tempfile.TemporaryDirectory(prefix="tiny-tokenizer-") as tokenizer_dir:
+                base = build_tiny_sd_turbo(resolved_device, resolved_dtype, Path(tokenizer_dir))
+        else:
+            base = load_sd_turbo(info.base_dir, resolved_device, resolved_dtype)
+        report(1.0, "SD-Turbo is resident")
+        return cls(base, info)
+
+    @property
+    def device(self) -> torch.device:
+        return self.base.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.base.dtype
+
+    # --- the task registry ---------------------------------------------------------------------
+
+    def add_task(self, name: TaskName, task: TaskModel) -> None:
+        """Register a task whose adapters were just injected into the base UNet and VAE."""
+        with self.lock:
+            self._tasks[name] = task
+            self._unavailable.pop(name, None)
+            self._unet_adapters.refresh()
+            self._vae_adapters.refresh()
+
+    def mark_unavailable(self, name: TaskName, reason: str) -> None:
+        with self.lock:
+            self._unavailable[name] = reason
+
+    @property
+    def tasks(self) -> Mapping[str, TaskModel]:
+        """The installed tasks by name (read-only)."""
+        return MappingProxyType(self._tasks)
+
+    @property
+    def unavailable_tasks(self) -> dict[str, str]:
+        """Tasks that could not be loaded, with the reason."""
+        return dict(self._unavailable)
+
+    def task(self, name: TaskName) -> TaskModel:
+        """The installed task, or TaskUnavailableError saying why it is not loaded."""
+        installed = self._tasks.get(name)
+        if installed is None:
+            reason = self._unavailable.get(name, "it was not asked for when the models were loaded")
+            raise TaskUnavailableError(f"The {name} model is not available: {reason}")
+        return installed
+
+    # --- the one way to run the networks -------------------------------------------------------
+
+    @contextmanager
+    def model_call(self, task: TaskName | None = None, *, gamma: float = 1.0) -> Iterator[ModelCall]:
+        """Hold the lock, enter torch.inference_mode and make exactly the task's adapters active at
+        scale gamma (no task: the plain SD-Turbo, every adapter off). Every model call runs in here."""
+        with self.lock, torch.inference_mode():
+            installed = self.task(task) if task is not None else None
+            scales = installed.adapter_scales(gamma) if installed is not None else BASE_ONLY
+            self._unet_adapters.apply(scales.unet)
+            self._vae_adapters.apply(scales.vae)
+            if installed is not None:
+                installed.skip_switch.apply(scales.skips)
+            yield ModelCall(self.base, installed, gamma)
+
+    # --- prompts --------------------------------------------------------------------------------
+
+    def prompt_embeddings(self, prompt: str) -> torch.Tensor:
+        """The text encoder's last hidden state for the prompt, cached (LRU) per exact prompt text."""
+        with self.lock:
+            cached = self._prompt_cache.get(prompt)
+            if cached is None:
+                self.prompt_cache_stats.misses += 1
+                cached = self._encode_prompt(prompt)
+                self._prompt_cache[prompt] = cached
+                while len(self._prompt_cache) > self._prompt_cache_size:
+                    self._prompt_cache.popitem(last=False)
+            else:
+                self.prompt_cache_stats.hits += 1
+                self._prompt_cache.move_to_end(prompt)
+        embeddings, truncated = cached
+        if truncated:
+            warnings.warn(
+                f"The prompt is longer than {self.base.max_prompt_tokens} tokens; the text encoder "
+                "sees only its beginning.", PromptTruncatedWarning, stacklevel=3)
+        return embeddings
+
+    def _encode_prompt(self, prompt: str) -> tuple[torch.Tensor, bool]:
+        tokenizer = self.base.tokenizer
+        max_tokens = self.base.max_prompt_tokens
+        full_length = len(tokenizer(prompt, truncation=False, verbose=False).input_ids)
+        token_ids = tokenizer(prompt, padding="max_length", max_length=max_tokens, truncation=True,
+                              return_tensors="pt").input_ids.to(self.device)
+        with torch.inference_mode():
+            embeddings = self.base.text_encoder(token_ids)[0]
+        return embeddings, full_length > max_tokens

@@ -1,0 +1,171 @@
+"""Finding, converting and installing the img2img-turbo task weights on the shared SD-Turbo.
+
+Released checkpoints are looked for in --model-dir and the cache, downloaded when allowed, converted
+once to safetensors, then installed: LoRA as named peft adapters on the shared UNet and VAE, the
+skip convs beside them, conv_in and VAE tensors kept for functional_call.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL
+from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
+from torch import nn
+
+from models.running.adapters import AdapterSwitch
+from models.running.errors import TaskUnavailableError
+from models.running.sd_turbo import SDTurbo
+from models.running.skip_vae import SkipConnections, skip_channels
+from models.running.store import ModelStore, ProgressCallback
+from models.running.task_model import SKIP_ADAPTER, TaskModel, base_conv_in
+from models.weights.checkpoints import (CheckpointError, LoraGroup, TaskWeights, canonical_name, convert_released,
+                                        load_task_weights, save_task_weights)
+from models.weights.downloads import download_file
+from models.weights.random_tasks import random_task_weights
+from models.weights.specs import CHECKPOINTS, TaskCheckpointSpec, TaskName
+
+FULL_VAE_FILE = "vae/diffusion_pytorch_model.safetensors"
+
+
+def checkpoint_cache_dir() -> Path:
+    """Where downloaded and converted img2img-turbo files are kept ($ONESTEP_CACHE overrides)."""
+    root = os.environ.get("ONESTEP_CACHE") or Path.home() / ".cache" / "onestep-studio"
+    return Path(root) / "img2img-turbo"
+
+
+def _lora_config(group: LoraGroup) -> LoraConfig:
+    return LoraConfig(r=group.rank, lora_alpha=group.alpha, target_modules=group.target_modules)
+
+
+def _inject(model: nn.Module, group: LoraGroup, adapter: str, origin: str) -> None:
+    """Add one peft LoRA adapter and load its weights; keys that do not fit are reported by name."""
+    with warnings.catch_warnings():  # several adapters on one model is the design here
+        warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+        inject_adapter_in_model(_lora_config(group), model, adapter_name=adapter)
+    result = set_peft_model_state_dict(model, group.state, adapter_name=adapter)
+    unexpected = sorted(result.unexpected_keys)
+    missing = sorted(key for key in result.missing_keys if f".{adapter}." in key and ".lora_" in key)
+    if unexpected or missing:
+        raise CheckpointError(f"{origin}: LoRA weights do not fit the model; "
+                              f"missing {missing[:10] or 'none'}, unexpected {unexpected[:10] or 'none'}")
+
+
+def _same_as(tensor_pair: tuple[torch.Tensor, torch.Tensor], conv: nn.Conv2d) -> bool:
+    weight, bias = tensor_pair
+    return torch.equal(weight.float().cpu(), conv.weight.float().cpu()) and torch.equal(bias.float().cpu(), conv.bias.float().cpu())
+
+
+def install_task(base: SDTurbo, weights: TaskWeights, caption_embeddings: torch.Tensor | None) -> TaskModel:
+    """Put a task's weights on the shared UNet and VAE (as named peft adapters) and beside them.
+    Register the result with store.add_task."""
+    spec = CHECKPOINTS[weights.task]
+    unet_adapters = []
+    for group_name, group in weights.unet_lora.items():
+        adapter = f"{spec.task}_{group_name}"
+        _inject(base.unet, group, adapter, f"{spec.filename} (UNet, {group_name})")
+        unet_adapters.append(adapter)
+    vae_adapter = f"{spec.task}_vae"
+    _inject(base.vae, weights.vae_lora, vae_adapter, f"{spec.filename} (VAE)")
+    skips = SkipConnections(skip_channels(base.vae))
+    missing, unexpected = skips.load_state_dict(weights.skip_weights, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{spec.filename}: skip convs: missing {missing}, unexpected {unexpected}")
+    if weights.skip_lora is not None:
+        _inject(skips, weights.skip_lora, SKIP_ADAPTER, f"{spec.filename} (skip convs)")
+    skips.eval().requires_grad_(False).to(device=base.device, dtype=base.dtype)
+    skip_switch = AdapterSwitch(skips)
+    skip_switch.refresh()
+    return TaskModel(
+        spec=spec,
+        unet_adapters=unet_adapters,
+        vae_adapter=vae_adapter,
+        skips=skips,
+        skip_switch=skip_switch,
+        conv_in=_conv_pair(weights.conv_in, base),
+        conv_in_pretrained=_shared_or_own(weights.conv_in_pretrained, base),
+        vae_overrides={key: value.to(base.device, base.dtype) for key, value in weights.vae_overrides.items()},
+        caption_embeddings=caption_embeddings,
+    )
+
+
+def _conv_pair(state: Mapping[str, torch.Tensor], base: SDTurbo) -> tuple[torch.Tensor, torch.Tensor] | None:
+    if not state:
+        return None
+    return state["weight"].to(base.device, base.dtype), state["bias"].to(base.device, base.dtype)
+
+
+def _shared_or_own(state: Mapping[str, torch.Tensor], base: SDTurbo) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The pretrained conv_in of the sketch model: None (use the base's) where it equals SD-Turbo's."""
+    pair = _conv_pair(state, base)
+    if pair is None or _same_as(pair, base_conv_in(base.unet)):
+        return None
+    return pair
+
+
+def base_vae_state(base: SDTurbo) -> dict[str, torch.Tensor]:
+    """The resident VAE's parameters under their plain names (without peft's base_layer)."""
+    return {canonical_name(name): tensor for name, tensor in base.vae.state_dict().items() if ".lora_" not in name}
+
+
+def reference_vae_state(store: ModelStore) -> tuple[dict[str, torch.Tensor], torch.dtype]:
+    """SD-Turbo's VAE as stored on disk, and the precision to compare checkpoint tensors in.
+
+    The resident VAE serves when it is fp32. In half precision its rounded values would make tensors
+    that equal SD-Turbo's look different (108 of 180 CycleGAN VAE tensors under bf16), so the VAE is
+    read again in fp32: from the full files where they exist, else from the fp16 files, and then
+    checkpoint tensors are compared after rounding to fp16 as well."""
+    directory = store.source.base_dir
+    if store.dtype == torch.float32 or directory is None:
+        return base_vae_state(store.base), torch.float32
+    full = (directory / FULL_VAE_FILE).is_file()
+    vae = AutoencoderKL.from_pretrained(directory, subfolder="vae", variant=None if full else "fp16",
+                                        torch_dtype=torch.float32, use_safetensors=True)
+    return dict(vae.state_dict()), torch.float32 if full else torch.float16
+
+
+def _search_dirs(model_dir: Path | None) -> list[Path]:
+    return [model_dir / "img2img-turbo", model_dir] if model_dir is not None else []
+
+
+def locate_task_weights(store: ModelStore, spec: TaskCheckpointSpec, allow_download: bool) -> Path:
+    """The converted safetensors file for a task, converting or downloading the release when needed."""
+    cache = checkpoint_cache_dir()
+    folders = [*_search_dirs(store.source.model_dir), cache]
+    for folder in folders:
+        if (folder / spec.converted_filename).is_file():
+            return folder / spec.converted_filename
+    released = next((folder / spec.filename for folder in folders if (folder / spec.filename).is_file()), None)
+    if released is None and not allow_download:
+        looked = ", ".join(str(folder) for folder in folders)
+        raise TaskUnavailableError(f"{spec.filename} was not found (looked in {looked}) and downloads are off "
+                                   "for this source; run `python app.py --source hub` once to fetch it")
+    if released is None:
+        released = download_file(spec.url, cache / spec.filename, spec.sha256)
+    converted = cache / spec.converted_filename
+    reference, precision = reference_vae_state(store)
+    save_task_weights(convert_released(released, spec, reference, precision), converted)
+    return converted
+
+
+def load_tasks(store: ModelStore, tasks: list[TaskName], *, allow_download: bool,
+               progress: ProgressCallback | None = None) -> None:
+    """Install each task on the store; a task that cannot be loaded is marked unavailable with the reason."""
+    report = progress or (lambda fraction, message: None)
+    for index, task in enumerate(tasks):
+        spec = CHECKPOINTS[task]
+        report(index / max(len(tasks), 1), f"Loading {task}")
+        try:
+            if store.source.active == "tiny":
+                weights = random_task_weights(store.base, task, seed=list(CHECKPOINTS).index(task))
+            else:
+                weights = load_task_weights(locate_task_weights(store, spec, allow_download))
+        except (TaskUnavailableError, CheckpointError, OSError, RuntimeError) as error:
+            store.mark_unavailable(task, str(error))
+            continue
+        caption = store.prompt_embeddings(spec.caption) if spec.caption is not None else None
+        store.add_task(task, install_task(store.base, weights, caption))
