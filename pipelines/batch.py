@@ -26,9 +26,10 @@ from pathlib import Path
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
-from models.specs import DIRECTIONS
+from models.weights.specs import DIRECTIONS
+from pipelines.checks import check_side
 from pipelines.errors import NonFiniteOutputError
-from pipelines.metadata import TASKS, Settings, Task, model_name, save_png
+from pipelines.metadata import TASK_OPTIONS, TASKS, Settings, Task, model_name, save_png
 from pipelines.model_flags import add_model_flags, load_arguments
 from pipelines.studio import Studio
 
@@ -170,20 +171,22 @@ def parser() -> argparse.ArgumentParser:
 
 
 def add_task_options(group: argparse._ArgumentGroup, task: Task) -> None:
-    def option(name: str, kind: type, text: str, **extra: object) -> None:
+    def option(name: str, kind: type, text: str) -> None:
         default = api_default(task, name)
+        shown = "the model's native side" if default is None else default
         group.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=default,
-                           help=f"{text} (default: {default})", **extra)  # type: ignore[arg-type]
+                           help=f"{text} (default: {shown})")
 
     if task == "translate":
         group.add_argument("--direction", choices=DIRECTIONS, required=True, help="which translation")
         return
     if task != PROMPT_TASK:
         group.add_argument("--prompt", required=True, help="the prompt for every image")
-    option("seed", int, "seed of the noise, 0 to 4294967295")
+    if "seed" in TASK_OPTIONS[task]:
+        option("seed", int, "seed of the noise, 0 to 4294967295")
     if task == PROMPT_TASK:
-        option("width", int, "width in pixels, 256 to 1024")
-        option("height", int, "height in pixels, 256 to 1024")
+        option("width", int, "width in pixels, half to twice the model's native side")
+        option("height", int, "height in pixels, half to twice the model's native side")
     elif task == "sketch_to_image":
         option("gamma", float, "1 follows the sketch, lower gives more varied images; 0 to 1")
     elif task == "edge_to_image":
@@ -217,12 +220,18 @@ def collect_items(task: Task, source: Path, output: Path) -> list[Item]:
 
 
 def check_options(task: Task, options: dict[str, object]) -> None:
-    """Refuse bad option values before loading any model (same checks as the outputs' settings)."""
+    """Refuse bad option values before loading any model (the checks of the outputs' settings;
+    sizes are checked against the loaded source's limits by `check_sizes`)."""
     probe = {name: value for name, value in options.items() if name not in ("width", "height")}
     if task == PROMPT_TASK:
         probe["prompt"] = ""
-    size = (options.get("width", 512), options.get("height", 512))
-    Settings(task, size, "", **probe)  # type: ignore[arg-type]
+    Settings(task, (1, 1), "", **probe)  # type: ignore[arg-type]
+
+
+def check_sizes(studio: Studio, options: dict[str, object]) -> None:
+    for name in ("width", "height"):
+        if options.get(name) is not None:
+            check_side(options[name], name, studio.limits)
 
 
 def print_progress(fraction: float, message: str) -> None:
@@ -246,6 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.output.mkdir(parents=True, exist_ok=True)
         studio = Studio.load(**load_arguments(args), tasks=needed_checkpoints(task, options),  # type: ignore[arg-type]
                              progress=print_progress)
+        check_sizes(studio, options)
     except (ValueError, OSError) as error:
         parse.exit(2, f"{parse.prog}: error: {error}\n")
     except RuntimeError as error:

@@ -23,6 +23,8 @@ MAX_INPUT_SIDE = 4096
 DEFAULT_GAMMA = 0.4
 DEFAULT_STRENGTH = 0.5
 DEFAULT_THRESHOLDS = (100, 200)  # Canny's low and high threshold
+DEFAULT_FEATHER = 8.0  # masked edit: pixels over which the edit fades in inside the mask's edge
+MAX_FEATHER = 128.0
 CPU_PREVIEW_FRACTION = 2  # live previews on the CPU: half the native side, a quarter of the pixels
 
 
@@ -39,6 +41,8 @@ class Limits:
     default_gamma: float = DEFAULT_GAMMA
     default_strength: float = DEFAULT_STRENGTH
     default_thresholds: tuple[int, int] = DEFAULT_THRESHOLDS
+    default_feather: float = DEFAULT_FEATHER
+    max_feather: float = MAX_FEATHER
     directions: tuple[Direction, ...] = DIRECTIONS
 
     @classmethod

@@ -13,17 +13,16 @@ and every pixel at least `feather` pixels inside it equals the edit exactly.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from numbers import Real
 
 import cv2
 import numpy as np
 from PIL import Image
 
+from pipelines.errors import InputError
 from pipelines.images import ImageInput, to_rgb
+from pipelines.limits import DEFAULT_FEATHER, MAX_FEATHER
 
-DEFAULT_FEATHER = 8.0
-MAX_FEATHER = 128.0
 ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
 MaskInput = Image.Image | np.ndarray
@@ -46,7 +45,7 @@ def _inside_of_array(mask: np.ndarray) -> np.ndarray:
         return mask.max(axis=2) > 0
     if mask.ndim == 2:
         return mask > 0
-    raise ValueError(f"mask has array shape {mask.shape}; expected HxW, HxWx1, HxWx3 or HxWx4")
+    raise InputError(f"mask has array shape {mask.shape}; expected HxW, HxWx1, HxWx3 or HxWx4")
 
 
 def mask_inside(mask: object, size: tuple[int, int], name: str = "mask") -> np.ndarray:
@@ -57,40 +56,20 @@ def mask_inside(mask: object, size: tuple[int, int], name: str = "mask") -> np.n
         inside = _inside_of_array(mask)
         mask_size = (mask.shape[1], mask.shape[0])
     else:
-        raise ValueError(f"{name} must be a PIL image or a numpy array, not {type(mask).__name__}")
+        raise InputError(f"{name} must be a PIL image or a numpy array, not {type(mask).__name__}")
     if mask_size != size:
-        raise ValueError(f"{name} is {mask_size[0]}x{mask_size[1]} but the photo is {size[0]}x{size[1]}; "
+        raise InputError(f"{name} is {mask_size[0]}x{mask_size[1]} but the photo is {size[0]}x{size[1]}; "
                          f"draw the mask on the photo itself")
     if not inside.any():
-        raise ValueError(f"{name} is empty: brush over the part of the photo to edit, or give no mask to "
+        raise InputError(f"{name} is empty: brush over the part of the photo to edit, or give no mask to "
                          f"edit the whole photo")
     return inside
-
-
-def mask_from_layers(layers: Sequence[MaskInput]) -> Image.Image:
-    """One "L" mask (255 inside) from the brush layers of Gradio's ImageEditor: inside where any
-    layer has a non-zero alpha. ValueError when there are no layers."""
-    if not layers:
-        raise ValueError("mask is empty: the editor has no brush layer; brush over the part of the photo to edit")
-    first = layers[0]
-    size = first.size if isinstance(first, Image.Image) else (first.shape[1], first.shape[0])
-    inside = np.zeros((size[1], size[0]), dtype=bool)
-    for index, layer in enumerate(layers):
-        if isinstance(layer, Image.Image):
-            layer_inside, layer_size = _inside_of_pil(layer), layer.size
-        else:
-            layer_inside, layer_size = _inside_of_array(np.asarray(layer)), (layer.shape[1], layer.shape[0])
-        if layer_size != size:
-            raise ValueError(f"mask layer {index} is {layer_size[0]}x{layer_size[1]}, the first is "
-                             f"{size[0]}x{size[1]}")
-        inside |= layer_inside
-    return Image.fromarray(inside.astype(np.uint8) * 255)
 
 
 def check_feather(feather: object) -> float:
     if isinstance(feather, bool) or not isinstance(feather, Real) or not 0 <= float(feather) <= MAX_FEATHER \
             or math.isnan(float(feather)):
-        raise ValueError(f"feather={feather!r} must be a number of pixels from 0 to {MAX_FEATHER:g}")
+        raise InputError(f"feather={feather!r} must be a number of pixels from 0 to {MAX_FEATHER:g}")
     return float(feather)
 
 
@@ -107,14 +86,15 @@ def feathered_alpha(inside: np.ndarray, feather: float) -> np.ndarray:
     return (ramp * ramp * (3.0 - 2.0 * ramp)).astype(np.float32)
 
 
-def composite(photo: ImageInput, edited: ImageInput, mask: MaskInput, *, feather: float = DEFAULT_FEATHER) -> Image.Image:
+def composite(photo: ImageInput, edited: ImageInput, mask: MaskInput, *,
+              feather: float = DEFAULT_FEATHER) -> Image.Image:
     """The edited image inside the mask, the photo outside it, blended over `feather` pixels inside
-    the mask's edge. ValueError for a mask of another size than the photo, an empty mask, or an
+    the mask's edge. InputError for a mask of another size than the photo, an empty mask, or an
     edited image of another size."""
     photo = to_rgb(photo, "image")
     edited = to_rgb(edited, "edited image")
     if edited.size != photo.size:
-        raise ValueError(f"edited image is {edited.width}x{edited.height} but the photo is "
+        raise InputError(f"edited image is {edited.width}x{edited.height} but the photo is "
                          f"{photo.width}x{photo.height}")
     alpha = feathered_alpha(mask_inside(mask, photo.size), check_feather(feather))[:, :, None]
     before = np.asarray(photo, dtype=np.float32)

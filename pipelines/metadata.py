@@ -7,12 +7,12 @@ The chunk is the prompt (any number of lines, empty for translate), then one lin
     a red fox in snow
     Steps: 1, Seed: 7, Size: 512x512, Model: stabilityai/sd-turbo, Task: text_to_image
 
-Every task writes Steps (always 1), Seed (except translate, which has none), Size (the image's
-WxH), Model and Task, then its own options: Gamma (sketch_to_image), Low threshold and High
-threshold (edge_to_image), Direction (translate), Strength (edit). A value holding a comma, a colon,
-a quote, a line break or outer spaces is written as a JSON string, as AUTOMATIC1111 does. Reading
-gives the same Settings back exactly; a chunk that is not ours or is malformed gives no settings and
-a notice, never an exception.
+Every task writes Steps (always 1), Seed (except the deterministic edge_to_image and translate,
+which take none), Size (the image's WxH), Model and Task, then its own options: Gamma
+(sketch_to_image), Low threshold and High threshold (edge_to_image), Direction (translate),
+Strength (edit). A value holding a comma, a colon, a quote, a line break or outer spaces is
+written as a JSON string, as AUTOMATIC1111 does. Reading gives the same Settings back exactly; a
+chunk that is not ours or is malformed gives no settings and a notice, never an exception.
 """
 
 from __future__ import annotations
@@ -23,14 +23,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
-from PIL import Image
+from PIL import ExifTags, Image
 from PIL.PngImagePlugin import PngInfo
 
-from models.sources import SourceInfo
-from models.specs import CHECKPOINTS, DIRECTIONS, Direction
-from pipelines.checks import check_choice, check_fraction, check_prompt, check_seed, check_side
+from models.weights.sources import SourceInfo
+from models.weights.specs import CHECKPOINTS, DIRECTIONS, Direction
+from pipelines.checks import check_choice, check_fraction, check_prompt
+from pipelines.errors import InputError
+from pipelines.limits import MAX_SEED
 
 CHUNK_KEY = "parameters"
+UNICODE_COMMENT = b"UNICODE\0"  # EXIF's charset prefix of a UTF-16 UserComment
 STEPS = 1
 
 Task = Literal["text_to_image", "sketch_to_image", "edge_to_image", "translate", "edit"]
@@ -42,7 +45,7 @@ LABELS = {"seed": "Seed", "gamma": "Gamma", "low_threshold": "Low threshold",
 TASK_OPTIONS: dict[Task, tuple[str, ...]] = {
     "text_to_image": ("prompt", "seed"),
     "sketch_to_image": ("prompt", "seed", "gamma"),
-    "edge_to_image": ("prompt", "seed", "low_threshold", "high_threshold"),
+    "edge_to_image": ("prompt", "low_threshold", "high_threshold"),
     "translate": ("direction",),
     "edit": ("prompt", "seed", "strength"),
 }
@@ -58,7 +61,8 @@ NEEDS_QUOTES = re.compile(r'[,:"\n\r]|^\s|\s$')
 class Settings:
     """What made an image: the task, its options named as in `Studio`, the image's size and the model.
 
-    Options a task does not take are None. Construction checks every value (ValueError)."""
+    Options a task does not take are None. Construction checks every value (InputError); sizes
+    are checked against a source's limits only when the settings are used."""
 
     task: Task
     size: tuple[int, int]
@@ -77,9 +81,9 @@ class Settings:
         for name in ("prompt", *LABELS):
             given = getattr(self, name) is not None
             if given and name not in wanted:
-                raise ValueError(f"{name} does not apply to {self.task}; it takes {', '.join(wanted)}")
+                raise InputError(f"{name} does not apply to {self.task}; it takes {', '.join(wanted)}")
             if not given and name in wanted:
-                raise ValueError(f"{self.task} needs {name}")
+                raise InputError(f"{self.task} needs {name}")
         _check_values(self)
 
     def options(self) -> dict[str, object]:
@@ -99,28 +103,33 @@ class ReadSettings:
     notice: str | None = None
 
 
+def _check_whole(value: object, name: str, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
+        raise InputError(f"{name}={value!r} must be a whole number from 0 to {high}")
+
+
 def _check_values(settings: Settings) -> None:
+    """The checks that hold for every source; the Studio checks sizes against its own limits."""
     width, height = settings.size
-    if settings.task == "text_to_image":
-        check_side(width, "Size width")
-        check_side(height, "Size height")
-    elif min(width, height) < 1:
-        raise ValueError(f"Size={width}x{height} must be at least 1x1")
+    if isinstance(width, bool) or not isinstance(width, int) or isinstance(height, bool) \
+            or not isinstance(height, int) or min(width, height) < 1:
+        raise InputError(f"Size={width}x{height} must be whole numbers of pixels, at least 1x1")
     if settings.prompt is not None:
         check_prompt(settings.prompt)
     if settings.seed is not None:
-        check_seed(settings.seed)
+        _check_whole(settings.seed, "seed", MAX_SEED)
     if settings.gamma is not None:
         check_fraction(settings.gamma, "gamma", allow_zero=True)
     if settings.strength is not None:
         check_fraction(settings.strength, "strength", allow_zero=False)
     if settings.direction is not None:
         check_choice(settings.direction, "direction", DIRECTIONS)
-    for name in ("low_threshold", "high_threshold"):
-        value = getattr(settings, name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                  or not 0 <= value <= MAX_THRESHOLD):
-            raise ValueError(f"{name}={value!r} must be a whole number from 0 to {MAX_THRESHOLD}")
+    if settings.low_threshold is not None and settings.high_threshold is not None:
+        _check_whole(settings.low_threshold, "low_threshold", MAX_THRESHOLD)
+        _check_whole(settings.high_threshold, "high_threshold", MAX_THRESHOLD)
+        if settings.low_threshold >= settings.high_threshold:
+            raise InputError(f"low_threshold={settings.low_threshold} must be below "
+                             f"high_threshold={settings.high_threshold}")
 
 
 def model_name(source: SourceInfo, task: Task, direction: Direction | None = None) -> str:
@@ -144,7 +153,7 @@ def _unquote(label: str, value: str) -> str:
     except json.JSONDecodeError:
         text = None
     if not isinstance(text, str):
-        raise ValueError(f"{label}: {value[:40]!r} is not a complete quoted string")
+        raise InputError(f"{label}: {value[:40]!r} is not a complete quoted string")
     return text
 
 
@@ -163,16 +172,16 @@ def format_parameters(settings: Settings) -> str:
 
 
 def _split_pairs(line: str) -> dict[str, str]:
-    """`Label: value, Label: value` to a dict; ValueError on text that is not such a list."""
+    """`Label: value, Label: value` to a dict; InputError on text that is not such a list."""
     pairs: dict[str, str] = {}
     position = 0
     while position < len(line):
         match = PARAMETER.match(line, position)
         if match is None or match.end() == position:
-            raise ValueError(f"cannot read {line[position:position + 40]!r} as 'Label: value'")
+            raise InputError(f"cannot read {line[position:position + 40]!r} as 'Label: value'")
         label, value = match.group(1).strip(), match.group(2)
         if label in pairs:
-            raise ValueError(f"{label} appears twice")
+            raise InputError(f"{label} appears twice")
         pairs[label] = _unquote(label, value)
         position = match.end()
     return pairs
@@ -181,7 +190,7 @@ def _split_pairs(line: str) -> dict[str, str]:
 def _whole(pairs: dict[str, str], label: str) -> int:
     text = pairs[label]
     if not WHOLE.fullmatch(text):
-        raise ValueError(f"{label}: {text!r} is not a whole number")
+        raise InputError(f"{label}: {text!r} is not a whole number")
     return int(text)
 
 
@@ -189,26 +198,26 @@ def _number(pairs: dict[str, str], label: str) -> float:
     try:
         return float(pairs[label])
     except ValueError:
-        raise ValueError(f"{label}: {pairs[label]!r} is not a number") from None
+        raise InputError(f"{label}: {pairs[label]!r} is not a number") from None
 
 
 def parse_parameters(text: str) -> Settings:
-    """The Settings a chunk's text describes; ValueError naming what is wrong when it is malformed."""
+    """The Settings a chunk's text describes; InputError naming what is wrong when it is malformed."""
     prompt, newline, line = text.rpartition("\n")
     pairs = _split_pairs(line)
     missing = [label for label in ("Steps", "Size", "Model", "Task") if label not in pairs]
     if missing:
-        raise ValueError(f"the chunk has no {', '.join(missing)} (it was not written by this app)")
+        raise InputError(f"the chunk has no {', '.join(missing)} (it was not written by this app)")
     if pairs["Steps"] != str(STEPS):
-        raise ValueError(f"Steps: {pairs['Steps']} (this app makes images in {STEPS} step)")
+        raise InputError(f"Steps: {pairs['Steps']} (this app makes images in {STEPS} step)")
     task = check_choice(pairs["Task"], "Task", TASKS)
     size = SIZE.fullmatch(pairs["Size"])
     if size is None:
-        raise ValueError(f"Size: {pairs['Size']!r} is not WIDTHxHEIGHT")
+        raise InputError(f"Size: {pairs['Size']!r} is not WIDTHxHEIGHT")
     known = {"Steps", "Size", "Model", "Task", *LABELS.values()}
     unknown = sorted(set(pairs) - known)
     if unknown:
-        raise ValueError(f"unknown field {', '.join(unknown)}")
+        raise InputError(f"unknown field {', '.join(unknown)}")
     options: dict[str, object] = {}
     for name, label in LABELS.items():
         if label not in pairs:
@@ -222,9 +231,9 @@ def parse_parameters(text: str) -> Settings:
     if "prompt" in TASK_OPTIONS[task]:
         options["prompt"] = prompt
     elif newline:
-        raise ValueError(f"{task} takes no prompt, but the chunk starts with one")
-    return Settings(task=task, size=(int(size.group(1)), int(size.group(2))), model=pairs["Model"],  # type: ignore[arg-type]
-                    **options)  # type: ignore[arg-type]
+        raise InputError(f"{task} takes no prompt, but the chunk starts with one")
+    width, height = int(size.group(1)), int(size.group(2))
+    return Settings(task=task, size=(width, height), model=pairs["Model"], **options)  # type: ignore[arg-type]
 
 
 def png_info(settings: Settings) -> PngInfo:
@@ -234,9 +243,30 @@ def png_info(settings: Settings) -> PngInfo:
     return info
 
 
+def exif_with_comment(text: str) -> bytes:
+    """EXIF holding `text` as its UserComment (UTF-16), where AUTOMATIC1111 keeps the parameters of
+    a JPEG."""
+    exif = Image.Exif()
+    exif.get_ifd(ExifTags.IFD.Exif)[ExifTags.Base.UserComment] = UNICODE_COMMENT + text.encode("utf-16-be")
+    return exif.tobytes()
+
+
+def exif_comment(image: Image.Image) -> str | None:
+    """The EXIF UserComment of an image (a JPEG's parameters), or None."""
+    comment = image.getexif().get_ifd(ExifTags.IFD.Exif).get(ExifTags.Base.UserComment)
+    if not isinstance(comment, bytes):
+        return None
+    if comment.startswith(UNICODE_COMMENT):
+        return comment[len(UNICODE_COMMENT):].decode("utf-16-be", errors="replace")
+    return comment[len(UNICODE_COMMENT):].decode("ascii", errors="replace").rstrip("\0")
+
+
 def with_settings(image: Image.Image, settings: Settings) -> Image.Image:
-    """The image with the chunk in its `info`, which Gradio copies into every PNG it serves."""
-    image.info[CHUNK_KEY] = format_parameters(settings)
+    """The image with its settings in `info`: the chunk, which Gradio copies into every PNG it
+    serves, and the EXIF UserComment, which it writes into every JPEG."""
+    text = format_parameters(settings)
+    image.info[CHUNK_KEY] = text
+    image.info["exif"] = exif_with_comment(text)
     return image
 
 
@@ -246,9 +276,12 @@ def save_png(image: Image.Image, path: Path | str, settings: Settings) -> None:
 
 
 def read_settings(image: Image.Image) -> ReadSettings:
-    """The settings a PNG carries. No chunk: a plain image. A malformed chunk or one from another
-    program: a plain image with a notice saying why."""
+    """The settings an image carries (a PNG's chunk, else a JPEG's EXIF UserComment). None: a plain
+    image. Malformed or from another program: a plain image with a notice saying why."""
     text = image.info.get(CHUNK_KEY)
+    if text is None and image.format != "PNG":
+        comment = exif_comment(image)
+        text = comment if comment and "Steps:" in comment else None  # a camera's own comment is no notice
     if text is None:
         return ReadSettings(None)
     if not isinstance(text, str):

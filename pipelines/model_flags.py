@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from models.specs import SOURCE_NAMES
+from models.weights.specs import SOURCE_NAMES
 
 DTYPE_CHOICES = ("auto", "float32", "float16", "bfloat16")
 

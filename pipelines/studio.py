@@ -15,8 +15,9 @@ from models.weights.specs import CHECKPOINTS, Direction, SourceName, TaskName
 from models.weights.task_loading import load_tasks
 from pipelines.edge_to_image import edge_to_image
 from pipelines.edit import edit
-from pipelines.images import ImageInput
-from pipelines.limits import DEFAULT_GAMMA, DEFAULT_STRENGTH, DEFAULT_THRESHOLDS, Limits, limits_of
+from pipelines.images import ImageInput, to_rgb
+from pipelines.limits import DEFAULT_FEATHER, DEFAULT_GAMMA, DEFAULT_STRENGTH, DEFAULT_THRESHOLDS, Limits, limits_of
+from pipelines.masking import MaskInput, check_feather, composite, mask_inside
 from pipelines.sketch_to_image import SketchInput, sketch_to_image
 from pipelines.text_to_image import text_to_image
 from pipelines.translate import translate
@@ -76,9 +77,19 @@ class Studio:
         (default: the native side)."""
         return text_to_image(self.store, prompt, seed=seed, width=width, height=height)
 
-    def edit(self, image: ImageInput, prompt: str, *, strength: float = DEFAULT_STRENGTH, seed: int = 0) -> Image.Image:
-        """SDEdit in one step; strength in (0, 1]; the result has the input's size."""
-        return edit(self.store, image, prompt, strength=strength, seed=seed)
+    def edit(self, image: ImageInput, prompt: str, *, strength: float = DEFAULT_STRENGTH, seed: int = 0,
+             mask: MaskInput | None = None, feather: float = DEFAULT_FEATHER) -> Image.Image:
+        """SDEdit in one step; strength in (0, 1]; the result has the input's size. With a mask (the
+        photo's size; non-zero, or non-transparent, pixels are inside) the edit applies only inside
+        it, fading in over `feather` pixels inside its edge, and outside it the photo comes back
+        unchanged (see pipelines.masking)."""
+        if mask is None:
+            return edit(self.store, image, prompt, strength=strength, seed=seed)
+        photo = to_rgb(image, "image", self.limits.max_input_side)
+        inside = mask_inside(mask, photo.size)  # a bad mask is refused before the model runs
+        check_feather(feather)
+        edited = edit(self.store, photo, prompt, strength=strength, seed=seed)
+        return composite(photo, edited, inside, feather=feather)
 
     def sketch_to_image(self, sketch: SketchInput, prompt: str, *, gamma: float = DEFAULT_GAMMA,
                         seed: int = 0) -> Image.Image:

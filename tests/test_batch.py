@@ -117,14 +117,16 @@ def test_command_line_end_to_end(photos: Path, tmp_path: Path, capsys) -> None:
     assert "Wrote 0, skipped 2 already done, 0 failed." in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(("extra", "message"), [
-    (["--strength", "2"], "strength=2.0"),
-    (["--seed", "-4"], "seed=-4"),
+@pytest.mark.parametrize(("arguments", "message"), [
+    (["edit", "--prompt", "x", "--strength", "2"], "strength=2.0"),
+    (["edit", "--prompt", "x", "--seed", "-4"], "seed=-4"),
+    (["edge_to_image", "--prompt", "x", "--low-threshold", "200", "--high-threshold", "100"], "low_threshold=200"),
 ])
-def test_bad_options_refused_before_loading(photos: Path, tmp_path: Path, capsys, monkeypatch, extra, message) -> None:
+def test_bad_options_refused_before_loading(photos: Path, tmp_path: Path, capsys, monkeypatch, arguments,
+                                            message) -> None:
     monkeypatch.setattr(batch.Studio, "load", lambda *a, **k: pytest.fail("models loaded despite a bad option"))
     with pytest.raises(SystemExit) as exit_info:
-        batch.main(["edit", "--input", str(photos), "--output", str(tmp_path / "out"), "--prompt", "x", *extra])
+        batch.main([*arguments, "--input", str(photos), "--output", str(tmp_path / "out")])
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
@@ -141,4 +143,16 @@ def test_defaults_are_the_api_defaults() -> None:
     args = batch.parser().parse_args(["sketch_to_image", "--input", "in", "--output", "out", "--prompt", "p"])
     assert (args.gamma, args.seed) == (0.4, 0)
     args = batch.parser().parse_args(["edge_to_image", "--input", "in", "--output", "out", "--prompt", "p"])
-    assert (args.low_threshold, args.high_threshold) == (100, 200)
+    assert (args.low_threshold, args.high_threshold) == (100, 200) and "seed" not in vars(args)  # no seed: deterministic
+    args = batch.parser().parse_args(["text_to_image", "--input", "in", "--output", "out"])
+    assert (args.width, args.height) == (None, None)  # the source's native side
+
+
+def test_size_outside_the_source_limits_refused(tmp_path: Path, capsys) -> None:
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a fox\n", encoding="utf-8")
+    with pytest.raises(SystemExit) as exit_info:
+        batch.main(["text_to_image", "--input", str(prompts), "--output", str(tmp_path / "out"), "--width", "100",
+                    "--source", "tiny", "--device", "cpu"])
+    assert exit_info.value.code == 2 and "width=100" in capsys.readouterr().err
+    assert list((tmp_path / "out").iterdir()) == []

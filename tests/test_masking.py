@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from pipelines.masking import composite, feathered_alpha, mask_from_layers
+from pipelines.errors import InputError
+from pipelines.masking import composite, feathered_alpha
 
 FEATHER = 6.0
 
@@ -49,15 +50,6 @@ def test_gradio_brush_layer_is_a_mask(photo, edited) -> None:
     assert composite(photo, edited, array_mask).tobytes() == composite(photo, edited, grey).tobytes()
 
 
-def test_layers_are_unioned() -> None:
-    first = Image.new("RGBA", (20, 10), (0, 0, 0, 0))
-    second = first.copy()
-    first.putpixel((1, 1), (255, 0, 0, 255))
-    second.putpixel((5, 5), (0, 0, 0, 1))
-    mask = np.asarray(mask_from_layers([first, second]))
-    assert mask.shape == (10, 20) and mask[1, 1] == 255 and mask[5, 5] == 255 and mask.sum() == 2 * 255
-
-
 def test_zero_feather_is_a_hard_paste(photo, edited) -> None:
     mask = disc_mask(photo.size, (160, 120), 40)
     inside = np.asarray(mask) > 0
@@ -74,21 +66,36 @@ def test_mask_touching_the_border_does_not_fade_there() -> None:
 
 
 def test_wrong_size_mask_is_refused(photo, edited) -> None:
-    with pytest.raises(ValueError, match=r"mask is 100x100 but the photo is 320x240"):
+    with pytest.raises(InputError, match=r"mask is 100x100 but the photo is 320x240"):
         composite(photo, edited, Image.new("L", (100, 100), 255))
 
 
 @pytest.mark.parametrize("empty", [Image.new("L", (320, 240), 0), Image.new("RGBA", (320, 240), (255, 0, 0, 0)),
                                    np.zeros((240, 320), dtype=np.uint8)])
 def test_empty_mask_is_refused(photo, edited, empty) -> None:
-    with pytest.raises(ValueError, match="mask is empty"):
+    with pytest.raises(InputError, match="mask is empty"):
         composite(photo, edited, empty)
 
 
-def test_no_layers_and_bad_feather_are_refused(photo, edited) -> None:
-    with pytest.raises(ValueError, match="mask is empty"):
-        mask_from_layers([])
-    with pytest.raises(ValueError, match="feather=-1"):
+def test_bad_feather_and_mask_type_are_refused(photo, edited) -> None:
+    with pytest.raises(InputError, match="feather=-1"):
         composite(photo, edited, Image.new("L", photo.size, 255), feather=-1)
-    with pytest.raises(ValueError, match="mask must be a PIL image"):
+    with pytest.raises(InputError, match="mask must be a PIL image"):
         composite(photo, edited, "mask.png")  # type: ignore[arg-type]
+
+
+def test_studio_edit_with_a_mask(studio, photo, edited) -> None:
+    """Studio.edit(mask=...) is the plain edit pasted back: the same image inside, the photo outside."""
+    mask = disc_mask(photo.size, (200, 110), 60)
+    masked = studio.edit(photo, "a red car", strength=0.8, seed=3, mask=mask)
+    assert masked.tobytes() == composite(photo, edited, mask).tobytes()
+    outside = np.asarray(mask) == 0
+    assert np.array_equal(np.asarray(masked)[outside], np.asarray(photo)[outside])
+
+
+def test_studio_edit_refuses_a_bad_mask_before_running(studio, photo, monkeypatch) -> None:
+    monkeypatch.setattr(studio.store, "model_call", lambda *a, **k: pytest.fail("the model ran"))
+    with pytest.raises(InputError, match="mask is 32x32 but the photo is 320x240"):
+        studio.edit(photo, "x", mask=Image.new("L", (32, 32), 255))
+    with pytest.raises(InputError, match="mask is empty"):
+        studio.edit(photo, "x", mask=Image.new("L", photo.size, 0))

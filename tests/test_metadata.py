@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 from gradio.processing_utils import encode_pil_to_bytes
-from PIL import Image
+from PIL import ExifTags, Image
 from PIL.PngImagePlugin import PngInfo
 
+from pipelines.errors import InputError
 from pipelines.metadata import (CHUNK_KEY, TASKS, Settings, format_parameters, model_name, read_settings,
                                 save_png, with_settings)
 
@@ -23,7 +24,7 @@ def settings_for(task: str, prompt: str = "a red fox in snow") -> Settings:
     return {
         "text_to_image": Settings("text_to_image", size, model, prompt=prompt, seed=7),
         "sketch_to_image": Settings("sketch_to_image", size, model, prompt=prompt, seed=3, gamma=0.37),
-        "edge_to_image": Settings("edge_to_image", size, model, prompt=prompt, seed=0, low_threshold=90,
+        "edge_to_image": Settings("edge_to_image", size, model, prompt=prompt, low_threshold=90,
                                   high_threshold=210),
         "translate": Settings("translate", size, model, direction="night_to_day"),
         "edit": Settings("edit", size, "stabilityai/sd-turbo, fp16: local", prompt=prompt, seed=4294967295,
@@ -71,6 +72,24 @@ def test_gradio_png_carries_the_chunk(task: str) -> None:
     assert read_settings(served).settings == settings
 
 
+@pytest.mark.parametrize("task", TASKS)
+def test_gradio_jpeg_carries_the_settings_in_exif(task: str) -> None:
+    """The page's result images are JPEG: the same text sits in their EXIF UserComment, as
+    AUTOMATIC1111 writes it for a JPEG."""
+    settings = settings_for(task, AWKWARD_PROMPT)
+    image = with_settings(Image.new("RGB", settings.size), settings)
+    served = Image.open(io.BytesIO(encode_pil_to_bytes(image, "jpeg")))
+    assert served.format == "JPEG" and read_settings(served).settings == settings
+
+
+def test_jpeg_with_a_camera_comment_is_plain_without_notice() -> None:
+    exif = Image.Exif()
+    exif.get_ifd(ExifTags.IFD.Exif)[ExifTags.Base.UserComment] = b"ASCII\0\0\0OLYMPUS DIGITAL CAMERA"
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, "JPEG", exif=exif.tobytes())
+    assert read_settings(Image.open(buffer)) == read_settings(Image.new("RGB", (8, 8)))
+
+
 def test_real_outputs_round_trip_and_restore_the_call(studio, photo, tmp_path: Path) -> None:
     """The settings read back from a saved output reproduce the same image."""
     settings = Settings("edit", photo.size, model_name(studio.source, "edit"), prompt="snow", seed=5, strength=0.6)
@@ -109,7 +128,8 @@ MALFORMED = {
     "two steps": ("a\nSteps: 2, Seed: 1, Size: 512x512, Model: m, Task: text_to_image", "Steps"),
     "unterminated quote": ('a\nSteps: 1, Seed: 1, Size: 512x512, Model: "m, Task: text_to_image', "Model"),
     "direction not known": ("Steps: 1, Size: 64x64, Model: m, Task: translate, Direction: left", "direction"),
-    "size too small for text": ("a\nSteps: 1, Seed: 1, Size: 64x64, Model: m, Task: text_to_image", "Size"),
+    "edge with a seed": ("a\nSteps: 1, Seed: 1, Size: 64x64, Model: m, Task: edge_to_image, Low threshold: 1, "
+                         "High threshold: 2", "seed"),
 }
 
 
@@ -135,9 +155,10 @@ def test_image_without_chunk_is_plain_without_notice() -> None:
     {"task": "edit", "prompt": "x", "seed": 1},  # no strength
     {"task": "translate", "direction": "day_to_night", "seed": 1},  # translate has no seed
     {"task": "edit", "prompt": "x", "seed": -1, "strength": 0.5},
-    {"task": "edge_to_image", "prompt": "x", "seed": 1, "low_threshold": 300, "high_threshold": 200},
+    {"task": "edge_to_image", "prompt": "x", "low_threshold": 300, "high_threshold": 400},
+    {"task": "edge_to_image", "prompt": "x", "low_threshold": 200, "high_threshold": 100},
 ])
 def test_settings_refuse_bad_values(bad: dict[str, object]) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(InputError):
         Settings(size=(512, 512), model="m", **bad)  # type: ignore[arg-type]
 
