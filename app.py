@@ -24,6 +24,7 @@ import gradio as gr
 
 from pipelines import Studio
 from pipelines.errors import InputError
+from pipelines.model_flags import add_model_flags, load_arguments
 from ui import build_app
 
 APP_DIR = Path(__file__).resolve().parent
@@ -64,16 +65,7 @@ def positive(text: str) -> int:
 def parser() -> argparse.ArgumentParser:
     parse = argparse.ArgumentParser(description="One-step image generation and translation in the browser "
                                                 "(SD-Turbo, pix2pix-Turbo, CycleGAN-Turbo).")
-    models = parse.add_argument_group("models")
-    models.add_argument("--source", choices=["auto", "hub", "local", "tiny"], default="auto",
-                        help="where the weights come from: auto (cache, else the Hub, else tiny), hub (download "
-                             "once, then cached), local (--model-dir), tiny (random weights for development); "
-                             "default: auto")
-    models.add_argument("--model-dir", type=Path, help="folder laid out like the stabilityai/sd-turbo repo, plus "
-                                                       "the img2img-turbo checkpoints (for --source local or auto)")
-    models.add_argument("--device", help="cpu, cuda, cuda:1, ...; default: CUDA when available, else CPU")
-    models.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default="auto",
-                        help="default: float16 on CUDA, float32 on the CPU")
+    models = add_model_flags(parse)
     models.add_argument("--preview-size", type=positive, metavar="PIXELS",
                         help="side of the live sketch previews, a multiple of an eighth of the model's native side "
                              "up to that side (SD-Turbo: 64, 128, ..., 512; the Generate button always uses the "
@@ -108,8 +100,7 @@ def print_progress(fraction: float, message: str) -> None:
 def load_studio(args: argparse.Namespace) -> Studio:
     """Load every model before serving, so the first click does not wait for weights."""
     started = time.perf_counter()
-    studio = Studio.load(source=args.source, model_dir=args.model_dir, device=args.device,
-                         dtype=None if args.dtype == "auto" else args.dtype, progress=print_progress)
+    studio = Studio.load(**load_arguments(args), progress=print_progress)  # type: ignore[arg-type]
     print("Warming up each task once ...", flush=True)
     studio.warm_up()
     print(f"Models ready in {time.perf_counter() - started:.0f} s. {studio.source.describe()}", flush=True)

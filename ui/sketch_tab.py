@@ -3,17 +3,20 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 from PIL import Image, ImageOps
 
 from ui.canvas import drawing_from, drawing_value, sketch_canvas
+from ui.recall import history_panel, remembering, settings_drop, stamp, wire_recall
 from ui.styles import NO_STYLE, STYLES, apply_style
-from ui.widgets import action, api_endpoint, example, live, photo_input, result_image, run_task, seed_controls
+from ui.widgets import (action, api_endpoint, api_image, example, live, photo_input, result_image, run_task,
+                        seed_controls)
 
 if TYPE_CHECKING:
     from pipelines import Studio
+    from pipelines.metadata import Settings
 
 SKETCH_EXAMPLES = [
     [example("sketch_house.png"), "a cottage in a meadow", "Photographic"],
@@ -58,8 +61,11 @@ def build_sketch_mode(studio: Studio, preview_side: int) -> None:
                                   info="1 follows the sketch exactly; lower values give more varied images")
                 seed = seed_controls("sketch-seed", limits.max_seed)
                 generate = gr.Button("Generate", variant="primary", elem_id="sketch-generate")
+                drop = settings_drop("sketch-settings-drop")
+        history = history_panel("sketch-history")
         gr.Examples(SKETCH_EXAMPLES, inputs=[upload, prompt, style], label="Example sketches",
                     elem_id="sketch-examples")
+        png = api_image("sketch-api-output")
 
     def draw(drawing: str, prompt: str, style: str, gamma: float, seed: int) -> Image.Image | None:
         """The live view, at preview size; a blank canvas clears the output instead of raising."""
@@ -73,17 +79,23 @@ def build_sketch_mode(studio: Studio, preview_side: int) -> None:
         sketch = drawing_from(drawing, limits.max_input_side)
         if sketch is None:
             raise gr.Error("The canvas is empty: draw a sketch or load one first.", print_exception=False)
-        return run_task(studio.sketch_to_image, sketch, apply_style(style, prompt), gamma=gamma, seed=seed)
+        return sketch_to_image(sketch, apply_style(style, prompt), gamma, seed)
 
     def sketch_to_image(sketch: Image.Image, prompt: str, gamma: float, seed: int) -> Image.Image:
-        return run_task(studio.sketch_to_image, sketch, prompt, gamma=gamma, seed=seed)
+        result = run_task(studio.sketch_to_image, sketch, prompt, gamma=gamma, seed=seed)
+        return stamp(studio, "sketch_to_image", result, prompt=prompt, gamma=gamma, seed=seed)
+
+    def values(settings: Settings) -> list[Any]:
+        """The styled prompt as it was run, so the style is reset."""
+        return [settings.prompt, NO_STYLE, settings.gamma, settings.seed]
 
     inputs = [canvas, prompt, style, gamma, seed]
     live([canvas.change, prompt.change, style.change, gamma.change, seed.change], draw, inputs, image)
-    action([generate.click], generate_from, inputs, image)
+    action([generate.click], remembering(generate_from), [*inputs, history.state], [image, history.state])
     upload.change(lambda sketch: load_onto_canvas(sketch, limits.native_side), upload, canvas, queue=False,
                   api_visibility="private")
-    api_endpoint(sketch_to_image, [upload, prompt, gamma, seed], image)
+    wire_recall("sketch_to_image", [prompt, style, gamma, seed], values, image, history, drop)
+    api_endpoint(sketch_to_image, [upload, prompt, gamma, seed], png)
 
 
 def load_onto_canvas(sketch: Image.Image | None, side: int) -> str | dict:
@@ -108,7 +120,10 @@ def build_edge_mode(studio: Studio) -> None:
                 prompt = gr.Textbox(label="Prompt", elem_id="edge-prompt", placeholder="What the photo shows")
                 style = style_choice("edge-style")
                 generate = gr.Button("Generate", variant="primary", elem_id="edge-generate")
+                drop = settings_drop("edge-settings-drop")
+        history = history_panel("edge-history")
         gr.Examples(EDGE_EXAMPLES, inputs=[photo, prompt, style], label="Example photos", elem_id="edge-examples")
+        png = api_image("edge-api-output")
 
     def follow(photo: Image.Image | None, prompt: str, style: str, low: int,
                high: int) -> tuple[Image.Image | None, Image.Image | None]:
@@ -117,16 +132,23 @@ def build_edge_mode(studio: Studio) -> None:
 
     def generate_from(photo: Image.Image | None, prompt: str, style: str, low: int,
                       high: int) -> tuple[Image.Image, Image.Image]:
-        return run_task(studio.edge_to_image, photo, apply_style(style, prompt), low_threshold=low,
-                        high_threshold=high)
+        return edge_to_image(photo, apply_style(style, prompt), low, high)
 
     def edge_to_image(image: Image.Image, prompt: str, low_threshold: int,
                       high_threshold: int) -> tuple[Image.Image, Image.Image]:
-        return run_task(studio.edge_to_image, image, prompt, low_threshold=low_threshold,
-                        high_threshold=high_threshold)
+        edge_map, result = run_task(studio.edge_to_image, image, prompt, low_threshold=low_threshold,
+                                    high_threshold=high_threshold)
+        return edge_map, stamp(studio, "edge_to_image", result, prompt=prompt, low_threshold=low_threshold,
+                               high_threshold=high_threshold)
+
+    def values(settings: Settings) -> list[Any]:
+        """The styled prompt as it was run, so the style is reset."""
+        return [settings.prompt, NO_STYLE, settings.low_threshold, settings.high_threshold]
 
     inputs = [photo, prompt, style, low, high]
     triggers = [photo.change, prompt.change, style.change, low.change, high.change]
     live(triggers, follow, inputs, [edges, image])
-    action([generate.click], generate_from, inputs, [edges, image])
-    api_endpoint(edge_to_image, [photo, prompt, low, high], [edges, image])
+    action([generate.click], remembering(generate_from, pick=lambda pair: pair[1]), [*inputs, history.state],
+           [edges, image, history.state])
+    wire_recall("edge_to_image", [prompt, style, low, high], values, image, history, drop)
+    api_endpoint(edge_to_image, [photo, prompt, low, high], [edges, png])

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 from PIL import Image
 
-from ui.widgets import action, api_endpoint, live, result_image, run_task, seed_controls
+from ui.recall import history_panel, remembering, settings_drop, stamp, wire_recall
+from ui.widgets import action, api_endpoint, api_image, live, result_image, run_task, seed_controls
 
 if TYPE_CHECKING:
     from pipelines import Studio
+    from pipelines.metadata import Settings
 
 EXAMPLES = [
     ["a lighthouse on a cliff at sunset, oil painting", 7],
@@ -32,13 +34,22 @@ def build(studio: Studio) -> None:
                                      for label, elem_id in (("Width", "text-width"), ("Height", "text-height")))
                 seed = seed_controls("text-seed", limits.max_seed)
                 generate = gr.Button("Generate", variant="primary", elem_id="text-generate")
-            image = result_image("Image", "text-output")
+            with gr.Column():
+                image = result_image("Image", "text-output")
+                drop = settings_drop("text-settings-drop")
+        history = history_panel("text-history")
         gr.Examples(EXAMPLES, inputs=[prompt, seed], label="Examples", elem_id="text-examples")
+        png = api_image("text-api-output")
 
     def text_to_image(prompt: str, seed: int, width: int, height: int) -> Image.Image:
-        return run_task(studio.text_to_image, prompt, seed=seed, width=width, height=height)
+        result = run_task(studio.text_to_image, prompt, seed=seed, width=width, height=height)
+        return stamp(studio, "text_to_image", result, prompt=prompt, seed=seed)
+
+    def values(settings: Settings) -> list[Any]:
+        return [settings.prompt, settings.seed, *settings.size]
 
     inputs = [prompt, seed, width, height]
     live([prompt.change, seed.change, width.release, height.release], text_to_image, inputs, image)
-    action([generate.click], text_to_image, inputs, image)
-    api_endpoint(text_to_image, inputs, image)
+    action([generate.click], remembering(text_to_image), [*inputs, history.state], [image, history.state])
+    wire_recall("text_to_image", inputs, values, image, history, drop)
+    api_endpoint(text_to_image, inputs, png)

@@ -19,7 +19,10 @@ from gradio.components import Component
 
 from pipelines.errors import USER_ERRORS, USER_WARNINGS
 
-GPU_QUEUE = "gpu"  # the one concurrency id of every event that runs a model
+GPU_QUEUE = "gpu"  # the one concurrency id of every event that runs a model, webcam streams aside
+WEBCAM_QUEUE = "webcam"  # one webcam stream at a time
+WEBCAM_EVERY = 0.05  # seconds between frames at most; a slower model sets the pace
+WEBCAM_SECONDS = 120  # a stream stops after this long (it holds a worker while it runs)
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "examples"
 RESULT_FORMAT = "jpeg"  # what result images are sent as; see ui/LATENCY.md
 
@@ -70,6 +73,12 @@ def result_image(label: str, elem_id: str) -> gr.Image:
                     buttons=["download", "fullscreen"])
 
 
+def api_image(elem_id: str) -> gr.Image:
+    """The image a named endpoint returns: a PNG, so it carries its settings chunk (the page's
+    result images are JPEG for speed)."""
+    return gr.Image(type="pil", format="png", visible=False, elem_id=elem_id)
+
+
 def photo_input(label: str, elem_id: str) -> gr.Image:
     return gr.Image(label=label, type="pil", sources=["upload", "clipboard"], elem_id=elem_id)
 
@@ -85,6 +94,22 @@ def action(triggers: Sequence[Any], fn: Callable[..., Any], inputs: Components, 
     """An explicit action (a button, a slider release, Enter): shows progress on its outputs."""
     gr.on(list(triggers), fn, inputs, outputs, show_progress="full", trigger_mode="always_last",
           concurrency_id=GPU_QUEUE, api_visibility="private", api_name=f"action_{fn.__name__}")
+
+
+def webcam_input(elem_id: str) -> gr.Image:
+    """A live webcam: start recording and each frame goes through the tab's task (webcam_stream)."""
+    return gr.Image(label="Webcam (record to stream frames)", sources=["webcam"], streaming=True, type="pil",
+                    elem_id=elem_id)
+
+
+def webcam_stream(camera: gr.Image, fn: Callable[..., Any], inputs: Components, outputs: Components) -> None:
+    """Frames of a streaming webcam image through fn. The browser takes the next frame only once
+    the previous one is answered, so a slow model drops stale frames instead of queueing them. A
+    stream holds its worker until it stops (at most WEBCAM_SECONDS), so it has its own concurrency
+    group, one stream at a time; its model calls still take turns with everyone's on the store."""
+    camera.stream(fn, inputs, outputs, stream_every=WEBCAM_EVERY, time_limit=WEBCAM_SECONDS,
+                  concurrency_id=WEBCAM_QUEUE, concurrency_limit=1, show_progress="hidden",
+                  api_visibility="private", api_name=f"stream_{fn.__name__}")
 
 
 def api_endpoint(fn: Callable[..., Any], inputs: Components, outputs: Components) -> None:
