@@ -163,10 +163,10 @@ def line_art(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def evaluation_inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from models.checkpoints import save_task_weights
-    from models.img2img_turbo import random_task_weights
-    from models.specs import CHECKPOINTS
-    from models.tiny import write_tiny_hub_layout
+    from models.weights.checkpoints import save_task_weights
+    from models.weights.random_tasks import random_task_weights
+    from models.weights.specs import CHECKPOINTS
+    from models.weights.tiny import write_tiny_hub_layout
     from pipelines import Studio
     from training.classifier import save_classifier
 

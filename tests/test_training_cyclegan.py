@@ -12,9 +12,9 @@ import pytest
 import torch
 
 import training.cyclegan_turbo as cyclegan
-from models.img2img_turbo import run_task
-from models.sd_turbo import load_sd_turbo
-from models.tiny import write_tiny_hub_layout
+from models.running.img2img_turbo import run_task
+from models.weights.base_loading import load_sd_turbo
+from models.weights.tiny import write_tiny_hub_layout
 from pipelines import Studio
 from tests.training_turbo_data import domain_images, write_unpaired
 from training.__main__ import main as training_main
@@ -108,8 +108,8 @@ def test_trained_forward_is_the_apps_forward(tiny_dir: Path, tmp_path: Path, mon
     caption = served_task.spec.caption
     with torch.no_grad():
         trained = model(photo, side, CaptionEncoder(model.base)([caption]))
-    with torch.inference_mode():
-        served = run_task(studio.store, served_task, photo, served_task.caption_embeddings)
+    with studio.store.model_call(task) as call:
+        served = run_task(call, photo, served_task.caption_embeddings)
     assert served_task.vae_overrides == {}  # the base VAE stayed frozen, so nothing but LoRA and skips is stored
     assert torch.allclose(trained, served, atol=1e-4), (trained - served).abs().max()
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.specs import CHECKPOINTS
+from models.weights.specs import CHECKPOINTS
 from training.__main__ import main as training_main
 from training.data import DatasetError, check_resolution, load_captioned, load_paired, load_unpaired
 from training.data import emoji, scenes

@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
-from models.sd_turbo import load_sd_turbo
-from models.tiny import write_tiny_hub_layout
+from models.weights.base_loading import load_sd_turbo
+from models.weights.tiny import write_tiny_hub_layout
 from pipelines import Studio
 from tests.training_turbo_data import domain_images, write_paired, write_unpaired
 from training.__main__ import main as training_main
@@ -77,7 +77,7 @@ def test_trained_sketch_model_differs_from_the_untrained_base(studio: Studio, ex
     sketch[8:24, 8] = sketch[8:24, 23] = sketch[8, 8:24] = sketch[23, 8:24] = 0
     served = torch.from_numpy(np.asarray(studio.sketch_to_image(sketch, "a red square", gamma=1.0), np.float32))
     model = untrained("sketch", exported)
-    control = control_batch(torch.from_numpy(sketch < 128)[None], torch.tensor([0]), torch.device("cpu"))
+    control = control_batch(torch.from_numpy(np.repeat((sketch < 128)[..., None], 3, axis=-1))[None], torch.tensor([0]), torch.device("cpu"))
     with torch.no_grad():
         bare = model(control, CaptionEncoder(model.base)(["a red square"]), torch.tensor([1.0]))
     bare_pixels = ((bare[0].clamp(-1, 1) + 1) * 127.5).round().permute(1, 2, 0)

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from pipelines import Studio
-from training import runner
+from training import latent_diffusion, runner
 from training.__main__ import main as training_main
 from training.tokenizer import build_caption_tokenizer
 
@@ -122,11 +122,23 @@ def test_latent_diffusion_learns_and_serves_through_studio(dataset: Path, autoen
     assert Image.open(out / "samples" / "step_000030.png").size == (64 * len(summary["config"]["sample_prompts"]), 128)
 
 
-def test_latent_diffusion_resume_equals_uninterrupted(dataset: Path, autoencoder_run: Path, tmp_path: Path) -> None:
+def test_latent_diffusion_resume_equals_uninterrupted(dataset: Path, autoencoder_run: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     common = ("--lr", "1e-3", "--batch-size", "8", "--checkpoint-every", "2", "--sample-every", "100")
     training_main(ldm_args(dataset, autoencoder_run, tmp_path / "a", "--steps", "4", *common))
     training_main(ldm_args(dataset, autoencoder_run, tmp_path / "b", "--steps", "2", *common))
+    assert (tmp_path / "b" / "cache" / "train_posteriors.safetensors").is_file()
+
+    encoded_sizes: list[int] = []
+    encode = latent_diffusion.encode_posteriors
+
+    def counting_encode(vae: AutoencoderKL, data: object, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        encoded_sizes.append(len(data))
+        return encode(vae, data, device)
+
+    monkeypatch.setattr(latent_diffusion, "encode_posteriors", counting_encode)
     training_main(ldm_args(dataset, autoencoder_run, tmp_path / "b", "--steps", "4", "--resume", *common))
+    assert encoded_sizes == [8], encoded_sizes  # only the test split (validation); train came from the cache
     for name in ("unet", "ema_unet", "text_encoder", "ema_text_encoder"):
         a = load_file(tmp_path / "a" / "checkpoints" / "step_000004" / f"{name}.safetensors")
         b = load_file(tmp_path / "b" / "checkpoints" / "step_000004" / f"{name}.safetensors")

@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from models.sd_turbo import load_sd_turbo
-from models.tiny import write_tiny_hub_layout
+from models.weights.base_loading import load_sd_turbo
+from models.weights.tiny import write_tiny_hub_layout
 from training.__main__ import main as training_main
 from training.one_step import (FINAL_TIMESTEP, Discriminator, UFOGenSettings, encode_text, generator_inputs,
                                sample_discriminator_steps, sample_timesteps, ufogen_step)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from models.img2img_turbo import run_task
-from models.sd_turbo import load_sd_turbo
-from models.tiny import write_tiny_hub_layout
+from models.running.img2img_turbo import run_task
+from models.weights.base_loading import load_sd_turbo
+from models.weights.tiny import write_tiny_hub_layout
 from pipelines import Studio
 from tests.training_turbo_data import SIZE, write_paired
 from training.__main__ import main as training_main
@@ -68,9 +68,9 @@ def test_trained_forward_is_the_apps_forward(tiny_dir: Path, tmp_path: Path, mon
     embeddings = CaptionEncoder(model.base)(["a cat"])
     with torch.no_grad():
         trained = model(control, embeddings, torch.tensor([gamma]), noise)
-    with torch.inference_mode():
-        served = run_task(studio.store, studio.store.tasks["sketch_to_image"], control,
-                          studio.store.prompt_embeddings("a cat"), gamma=gamma, noise=noise)
+    embeddings = studio.store.prompt_embeddings("a cat")
+    with studio.store.model_call("sketch_to_image", gamma=gamma) as call:
+        served = run_task(call, control, embeddings, noise=noise)
     assert torch.allclose(trained, served, atol=1e-4), (trained - served).abs().max()
 
 
@@ -122,12 +122,14 @@ def test_controls_follow_the_app(tmp_path: Path) -> None:
     """Sketch lines are binarised with the app's rule, edges are Canny 100/200 of the colour target."""
     sketch = np.full((16, 16, 3), 255, np.uint8)
     sketch[4:12, 8] = 0
-    assert binarise_lines(sketch).sum() == 8
-    assert np.array_equal(binarise_lines(255 - sketch), binarise_lines(sketch))  # either polarity
+    assert binarise_lines(sketch).sum() == 8 * 3
+    sketch[2, 2] = (255, 0, 0)  # red: a line in green and blue only, as upstream reads it
+    assert binarise_lines(sketch)[2, 2].tolist() == [False, True, True]
     colour = np.zeros((16, 16, 3), np.uint8)
     colour[4:12, 4:12] = 200
     maps = control_maps(None, colour[None], "edge")
-    assert torch.equal(maps[0], torch.from_numpy(canny_map(colour)))
+    assert torch.equal(maps[0, ..., 0], torch.from_numpy(canny_map(colour)))
+    assert torch.equal(maps[0, ..., 0], maps[0, ..., 2])
     assert maps[0].any()
 
 

@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vae-channels", default="32,64,128,128", help="block_out_channels, 4 values (f = 8)")
     parser.add_argument("--layers-per-block", type=runner.positive_int, default=1)
     parser.add_argument("--norm-groups", type=runner.positive_int, default=8, help="GroupNorm groups")
+    parser.add_argument("--crop", type=runner.positive_int, default=None,
+                        help="train on random square crops of this size (a multiple of 8); the network is "
+                             "convolutional, so it still works at --resolution, and half the size costs a quarter")
     parser.add_argument("--kl-weight", type=float, default=1e-6)
     parser.add_argument("--perceptual", type=Path, default=None, metavar="CLASSIFIER_RUN",
                         help="add a feature loss from our classifier (training.classifier)")
@@ -77,6 +80,13 @@ class PatchDiscriminator(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
+
+
+def random_crops(images: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """One random size x size crop per image (offsets from the step's generator)."""
+    limit = images.shape[-1] - size + 1
+    offsets = torch.randint(0, limit, (len(images), 2), generator=generator).tolist()
+    return torch.stack([image[:, top:top + size, left:left + size] for image, (top, left) in zip(images, offsets)])
 
 
 def hinge_discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
@@ -139,6 +149,9 @@ def reconstruction_psnr(vae: AutoencoderKL, data: CaptionedImages, device: torch
 
 def main(args: argparse.Namespace) -> None:
     runner.check_resolution(args.resolution)
+    crop = args.crop or args.resolution
+    if crop % 8 or crop > args.resolution:
+        raise runner.TrainingInputError(f"--crop {crop} must be a multiple of 8 and at most --resolution {args.resolution}")
     device = runner.resolve_device(args.device)
     runner.check_out(args.out, RECIPE, args.resume)
     config = vae_config(args)
@@ -159,6 +172,8 @@ def main(args: argparse.Namespace) -> None:
         images = train.batch(runner.batch_indices(len(train), args.batch_size, args.seed, index), device)
         flip = torch.rand(len(images), generator=runner.step_generator(args.seed, index, stream=1)) < 0.5
         images = torch.where(flip.to(device)[:, None, None, None], images.flip(-1), images)
+        if crop < args.resolution:
+            images = random_crops(images, crop, runner.step_generator(args.seed, index, stream=4))
         gan_on = index >= args.disc_start
         with runner.autocast(device):
             posterior = vae.encode(images).latent_dist
@@ -212,6 +227,7 @@ def main(args: argparse.Namespace) -> None:
     runner.run_training(args, recipe=RECIPE, modules={"vae": vae, "disc": disc},
                         optimizers={"vae": opt_vae, "disc": opt_disc}, step=step, sample=sample, finish=finish,
                         config={"vae": {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()},
+                                "crop": crop,
                                 "vae_parameters": parameter_count(vae), "disc_parameters": parameter_count(disc),
                                 "train_images": len(train)})
 

@@ -35,13 +35,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.adapters import AdapterSwitch
-from models.checkpoints import TaskWeights, convert_cyclegan
-from models.img2img_turbo import VAE_TARGETS, base_vae_state, cyclegan_unet_target_groups
-from models.sd_turbo import SDTurbo
-from models.specs import CHECKPOINTS, TaskName, VaeSide
+from models.running.adapters import AdapterSwitch
+from models.weights.checkpoints import PEFT_DEFAULT_ALPHA, TaskWeights, convert_cyclegan
+from models.weights.random_tasks import cyclegan_unet_target_groups
+from models.weights.specs import VAE_TARGETS
+from models.weights.task_loading import base_vae_state
+from models.running.sd_turbo import SDTurbo
+from models.weights.specs import CHECKPOINTS, TaskName, VaeSide
 from training import runner
-from training.pix2pix_turbo import PEFT_DEFAULT_ALPHA, base_record, load_base, write_task_folder
+from training.pix2pix_turbo import base_record, load_base, write_task_folder
 from training.turbo_common import (SKIP_TARGETS, CaptionEncoder, PatchDiscriminator, PerceptualLoss, add_lora,
                                    check_base_frozen, discriminator_step, frozen, generator_gan_loss, image_batch,
                                    lora_state, new_skip_connections, one_step, peak_rss_mb, skip_weights,

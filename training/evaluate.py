@@ -145,7 +145,7 @@ def teacher_images(folder: Path, prompts: Sequence[str], steps: int, guidance: f
     """The multi-step teacher: diffusers' StableDiffusionPipeline with a DDIM scheduler."""
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
-    from models.sd_turbo import load_sd_turbo
+    from models.weights.base_loading import load_sd_turbo
     from training.runner import run_model_dir
 
     model = run_model_dir(folder, "unet")
@@ -355,6 +355,10 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(f"| {check['task']} | {check['measure']} | {check['value']:.4g} | {check['target']} | {verdict} |")
     for task, reason in results["missing"].items():
         lines.append(f"| {task} | - | - | - | missing: {reason.split(' (looked in')[0]} |")
+    text = results["text_to_image"]
+    if text.get("status") == "measured" and text["size"] != text["native_size"]:
+        lines += ["", f"Text to image ran at {text['size']} px, the nearest size the Studio accepts; the model's "
+                      f"native size is {text['native_size']} px."]
     return "\n".join(lines) + "\n"
 
 

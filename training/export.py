@@ -27,9 +27,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from models.sources import check_local_dir, missing_files
-from models.specs import CHECKPOINTS, SD_TURBO
-from models.tiny import write_tiny_hub_layout
+from models.weights.sources import check_local_dir, missing_files
+from models.weights.specs import CHECKPOINTS, SD_TURBO
+from models.weights.tiny import write_tiny_hub_layout
 from training.runner import TMP_PREFIX, TrainingInputError
 
 TASK_FILE = "task.json"

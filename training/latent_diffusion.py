@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,9 +23,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDPMScheduler, EulerDiscreteScheduler, UNet2DConditionModel
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from models.configs import SCHEDULER_CONFIG
+from models.weights.configs import SCHEDULER_CONFIG
+from models.weights.downloads import file_sha256
 from training import runner
 from training.common import CaptionedImages, load_captioned_images, parameter_count, parse_widths
 from training.tokenizer import build_caption_tokenizer
@@ -86,25 +91,46 @@ def token_ids(tokenizer: CLIPTokenizer, captions: list[str]) -> torch.Tensor:
                      return_tensors="pt").input_ids
 
 
-def load_frozen_vae(path: Path, device: torch.device) -> AutoencoderKL:
-    vae = AutoencoderKL.from_pretrained(runner.run_model_dir(path, "vae"), subfolder="vae")
+def load_frozen_vae(model_dir: Path, device: torch.device) -> AutoencoderKL:
+    vae = AutoencoderKL.from_pretrained(model_dir, subfolder="vae")
     if len(vae.config.block_out_channels) != 4 or vae.config.latent_channels != 4:
-        raise runner.TrainingInputError(f"--vae {path}: needs 4 down blocks and 4 latent channels, has "
+        raise runner.TrainingInputError(f"--vae {model_dir}: needs 4 down blocks and 4 latent channels, has "
                                         f"{len(vae.config.block_out_channels)} and {vae.config.latent_channels}")
     return vae.to(device).eval().requires_grad_(False)
+
+
+def cached_posteriors(cache: Path, vae: AutoencoderKL, vae_dir: Path, data: CaptionedImages,
+                      device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """encode_posteriors, kept in OUT/cache and reused while the VAE weights and images are the same
+    (encoding a whole data set is minutes on a CPU; a resumed run skips it)."""
+    key = hashlib.sha256(data.images.tobytes()).hexdigest() + ":" + file_sha256(
+        vae_dir / "vae" / "diffusion_pytorch_model.safetensors")
+    if cache.is_file():
+        with safe_open(str(cache), "pt") as handle:
+            if (handle.metadata() or {}).get("key") == key:
+                stored = load_file(str(cache), device=str(device))
+                return stored["mean"], stored["std"]
+    mean, std = encode_posteriors(vae, data, device)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    temp = cache.with_name(runner.TMP_PREFIX + cache.name)
+    save_file({"mean": mean.cpu().contiguous(), "std": std.cpu().contiguous()}, str(temp), metadata={"key": key})
+    os.replace(temp, cache)
+    return mean, std
 
 
 @torch.no_grad()
 def encode_posteriors(vae: AutoencoderKL, data: CaptionedImages, device: torch.device,
                       batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and std of every image's latent distribution (sampled afresh each step)."""
+    """Mean and std of every image's latent distribution (sampled afresh each step), contiguous:
+    the encoder may hand back channels-last memory, and the UNet's convolutions round differently
+    on it, so a run that read these from its cache would drift from one that encoded them."""
     means, stds = [], []
     for start in range(0, len(data), batch_size):
         indices = torch.arange(start, min(len(data), start + batch_size))
         posterior = vae.encode(data.batch(indices, device)).latent_dist
         means.append(posterior.mean.float())
         stds.append(posterior.std.float())
-    return torch.cat(means), torch.cat(stds)
+    return torch.cat(means).contiguous(), torch.cat(stds).contiguous()
 
 
 def sample_prompts(captions: list[str]) -> list[str]:
@@ -160,7 +186,8 @@ def train_latent_diffusion(args: argparse.Namespace, scratch: Path) -> None:
     train = load_captioned_images(args.dataset, "train", args.resolution)
     if not any(caption.strip() for caption in train.captions):
         raise runner.TrainingInputError(f"--dataset {args.dataset}: every caption of the train split is empty")
-    vae = load_frozen_vae(args.vae, device)
+    vae_dir = runner.run_model_dir(args.vae, "vae")
+    vae = load_frozen_vae(vae_dir, device)
     scale = float(vae.config.scaling_factor)
 
     tokenizer_dir = scratch / "tokenizer"
@@ -180,7 +207,8 @@ def train_latent_diffusion(args: argparse.Namespace, scratch: Path) -> None:
 
     noise_schedule = DDPMScheduler.from_config(SCHEDULER_CONFIG)
     alphas_cumprod = noise_schedule.alphas_cumprod.to(device)
-    means, stds = encode_posteriors(vae, train, device)
+    runner.prepare_out(args.out, RECIPE, args.resume)
+    means, stds = cached_posteriors(args.out / "cache" / "train_posteriors.safetensors", vae, vae_dir, train, device)
     ids = token_ids(tokenizer, train.captions).to(device)
     empty_ids = token_ids(tokenizer, [""]).to(device)
     prompts = sample_prompts(train.captions)

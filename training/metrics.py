@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from models.downloads import file_sha256
+from models.weights.downloads import file_sha256
 
 EDGE_THRESHOLDS = (100, 200)
 

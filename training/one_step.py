@@ -45,7 +45,8 @@ import torch.nn.functional as F
 from diffusers import UNet2DConditionModel
 from torch import nn
 
-from models.sd_turbo import FINAL_TIMESTEP, SDTurbo, load_sd_turbo
+from models.running.sd_turbo import FINAL_TIMESTEP, SDTurbo
+from models.weights.base_loading import load_sd_turbo
 from training.common import load_captioned_images
 from training.latent_diffusion import euler_samples, sample_prompts
 from training.runner import (TrainingInputError, add_common_arguments, autocast, batch_indices, check_out,
@@ -269,7 +270,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def teacher_folder(teacher: Path) -> Path:
     """The teacher's model folder (a run's model/ or the folder itself), checked to be complete."""
-    from models.sources import check_local_dir
+    from models.weights.sources import check_local_dir
 
     folder = run_model_dir(teacher, "unet")
     try:

@@ -38,15 +38,15 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
-from models.adapters import AdapterSwitch
-from models.checkpoints import TaskWeights, convert_pix2pix, save_task_weights
-from models.img2img_turbo import PIX2PIX_UNET_TARGETS, VAE_TARGETS
-from models.sd_turbo import SDTurbo, load_sd_turbo
-from models.specs import CHECKPOINTS, TaskName
-from pipelines.sketch_to_image import LINE_CONTRAST
+from models.running.adapters import AdapterSwitch
+from models.weights.checkpoints import PEFT_DEFAULT_ALPHA, TaskWeights, convert_pix2pix, save_task_weights
+from models.weights.specs import PIX2PIX_UNET_TARGETS, VAE_TARGETS
+from models.running.sd_turbo import SDTurbo
+from models.weights.base_loading import load_sd_turbo
+from models.weights.specs import CHECKPOINTS, TaskName
+from pipelines.sketch_to_image import LINE_BELOW
 from training import runner
 from training.turbo_common import (SKIP_TARGETS, BlendedConvIn, CaptionEncoder, GammaState, PatchDiscriminator,
                                    PerceptualLoss, add_lora, check_base_frozen, conv_pair, discriminator_step,
@@ -54,7 +54,6 @@ from training.turbo_common import (SKIP_TARGETS, BlendedConvIn, CaptionEncoder, 
                                    one_step, peak_rss_mb, scale_lora_per_example, skip_weights, trainable_parameters)
 
 TASKS: dict[str, TaskName] = {"sketch": "sketch_to_image", "edge": "edge_to_image"}
-PEFT_DEFAULT_ALPHA = 8  # upstream's pix2pix LoRAs use peft's default alpha; the released layout has no alpha key
 UNET_ADAPTER = "default"
 VAE_ADAPTER = "vae_skip"
 EDGE_THRESHOLDS = (100, 200)
@@ -79,10 +78,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # --- data ------------------------------------------------------------------------------------------
 
 def binarise_lines(image: np.ndarray) -> np.ndarray:
-    """The app's sketch rule: a pixel is a line where its grey level differs from the image's
-    median by more than LINE_CONTRAST (pipelines.sketch_to_image.sketch_lines)."""
-    grey = np.asarray(Image.fromarray(image).convert("L"), dtype=np.int16)
-    return np.abs(grey - int(np.median(grey))) > LINE_CONTRAST
+    """The app's (and upstream's) sketch rule, per channel: a value below half is a line
+    (pipelines.sketch_to_image.sketch_lines). (H, W, 3) bool."""
+    return np.asarray(image) < LINE_BELOW
 
 
 def canny_map(image: np.ndarray) -> np.ndarray:
@@ -91,11 +89,11 @@ def canny_map(image: np.ndarray) -> np.ndarray:
 
 
 def control_maps(inputs: np.ndarray | None, targets: np.ndarray, task: str) -> torch.Tensor:
-    """bool (N, H, W) control maps: binarised inputs, or Canny of the targets for edges without inputs."""
+    """bool (N, H, W, 3) control maps: binarised inputs, or Canny of the targets for edges without inputs."""
     if inputs is None:
         if task != "edge":
             raise runner.TrainingInputError("--task sketch needs train_A (the sketches); only edge can derive them")
-        return torch.from_numpy(np.stack([canny_map(image) for image in targets]))
+        return torch.from_numpy(np.stack([np.repeat(canny_map(image)[..., None], 3, axis=-1) for image in targets]))
     return torch.from_numpy(np.stack([binarise_lines(image) for image in inputs]))
 
 
@@ -121,8 +119,7 @@ def load_pairs(root: Path, task: str, resolution: int) -> tuple[np.ndarray | Non
 
 def control_batch(maps: torch.Tensor, indices: torch.Tensor, device: torch.device) -> torch.Tensor:
     """{0, 1} three-channel float controls, as the pipelines hand them to the model."""
-    chosen = maps[indices].to(device=device, dtype=torch.float32)
-    return chosen.unsqueeze(1).expand(-1, 3, -1, -1).contiguous()
+    return maps[indices].to(device=device, dtype=torch.float32).permute(0, 3, 1, 2).contiguous()
 
 
 # --- the model ---------------------------------------------------------------------------------------

@@ -64,7 +64,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from models.configs import SCHEDULER_CONFIG
+from models.weights.configs import SCHEDULER_CONFIG
 
 RUN_FILE = "run.json"
 RECORD_FILE = "record.json"
@@ -136,8 +136,8 @@ def check_resolution(resolution: int, multiple: int = 8) -> None:
 def base_folder(base: str, scratch: Path) -> Path:
     """A folder in the stabilityai/sd-turbo layout for --base: `tiny` is written into scratch,
     `hub` is downloaded (or taken from the cache), anything else must be such a folder."""
-    from models import sources
-    from models.tiny import write_tiny_hub_layout
+    from models.weights import sources
+    from models.weights.tiny import write_tiny_hub_layout
 
     if base == "tiny":
         return write_tiny_hub_layout(scratch / "tiny-base")
@@ -388,13 +388,16 @@ def check_out(out: Path, recipe: str, resume: bool) -> None:
     existing = json.loads(marker.read_text()).get("recipe")
     if existing != recipe:
         raise TrainingInputError(f"--out {out} is a run of recipe {existing!r}, not {recipe!r}")
-    if not resume:
+    started = (out / RECORD_FILE).exists() or bool(complete_checkpoints(out))
+    if started and not resume:
         raise TrainingInputError(f"--out {out} already holds a run of {recipe}; pass --resume to continue it "
                                  "or choose another folder")
 
 
 def prepare_out(out: Path, recipe: str, resume: bool) -> None:
-    """check_out, then mark the folder as a run of the recipe and clear stale temp folders."""
+    """check_out, then mark the folder as a run of the recipe and clear stale temp folders.
+    A recipe may call it early to keep caches in OUT (a run with no record or checkpoint yet may be
+    prepared again without --resume)."""
     check_out(out, recipe, resume)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / RUN_FILE, {"recipe": recipe})

@@ -17,7 +17,7 @@ from pathlib import Path
 from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
 from transformers import CLIPTokenizer
 
-from models.tiny import BOS_TOKEN, EOS_TOKEN, byte_alphabet, write_tiny_tokenizer
+from models.weights.tiny import BOS_TOKEN, EOS_TOKEN, byte_alphabet, write_tiny_tokenizer
 
 END_OF_WORD = "</w>"
 CLIP_WORD_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""

@@ -1,7 +1,7 @@
 """What pix2pix-Turbo and CycleGAN-Turbo training share: LoRA on the frozen one-step base, the
 skip-connection VAE, the one-step forward with gradients, the discriminator and the losses.
 
-The forward is the app's (models.img2img_turbo.run_task) built from the same functions
+The forward is the app's (models.running.img2img_turbo.run_task) built from the same functions
 (encode_with_skips, SDTurbo.predict_x0, decode_with_skips), so what is trained is exactly what the
 app runs. gamma may be a per-example tensor here: LoRA outputs, the conv_in blend and the skip
 activations are scaled per example, which equals the app's per-call adapter scale for a batch of one.
@@ -24,8 +24,8 @@ from peft.tuners.lora.layer import LoraLayer
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from models.sd_turbo import FINAL_TIMESTEP, SDTurbo
-from models.skip_vae import SkipConnections, decode_with_skips, encode_with_skips, skip_channels
+from models.running.sd_turbo import FINAL_TIMESTEP, SDTurbo
+from models.running.skip_vae import SkipConnections, decode_with_skips, encode_with_skips, skip_channels
 
 SKIP_INIT = 1e-5  # upstream initialises the 1x1 skip convs to this constant
 SKIP_TARGETS = ["skip_conv_1", "skip_conv_2", "skip_conv_3", "skip_conv_4"]
