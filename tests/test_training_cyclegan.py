@@ -61,7 +61,7 @@ def test_outputs_move_toward_the_target_domain(tiny_dir: Path) -> None:
     bright, dark = as_tensor(domain_images(140, 230, 8, 0)), as_tensor(domain_images(25, 115, 8, 1))
     perceptual = PerceptualLoss(None, CPU)
     draws = torch.Generator().manual_seed(0)
-    for _ in range(12):
+    for _ in range(8):
         pick = torch.randint(0, 8, (2,), generator=draws)
         training_step(model, discriminators, optimizers, perceptual, bright[pick], dark[pick], texts, LossWeights(), 10.0)
     to_dark, to_bright = translated_means(model, bright, dark, texts)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -131,6 +132,8 @@ def test_controls_follow_the_app(tmp_path: Path) -> None:
     assert torch.equal(maps[0, ..., 0], torch.from_numpy(canny_map(colour)))
     assert torch.equal(maps[0, ..., 0], maps[0, ..., 2])
     assert maps[0].any()
+    edge_image = np.repeat(cv2.Canny(colour, 100, 200)[..., None], 3, axis=-1)  # white edges on black
+    assert torch.equal(control_maps(edge_image[None], colour[None], "edge"), maps)
 
 
 def run_recipe(dataset: Path, out: Path, task: str, steps: int = 2) -> Path:

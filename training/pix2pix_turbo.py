@@ -8,10 +8,10 @@ LoRA on the UNet (rank 8, the released target modules) and on the VAE (rank 4, i
 1x1 skip convs), conv_in retrained, skip convs initialised to 1e-5, one step at t = 999. Only those
 train; the base stays SD-Turbo's, so the app loads exactly what is trained.
 
-Inputs are what the app feeds the model: --task sketch binarises train_A (line = 1, whatever the
-polarity: pipelines.sketch_to_image.sketch_lines); --task edge uses train_A binarised the same way,
-or, where the dataset has no train_A, Canny (100/200) of the colour target as
-pipelines/edge_to_image.py computes it. Targets are in [-1, 1].
+Inputs are what the app feeds the model: --task sketch binarises train_A (line = 1 for
+dark strokes on light, per channel: pipelines.sketch_to_image.sketch_lines); --task edge reads train_A
+as Canny maps (white edges on black, edge = 1), or, where the dataset has no train_A, computes
+Canny (100/200) of the colour target as pipelines/edge_to_image.py does. Targets are in [-1, 1].
 
 --task sketch trains the stochastic model (paper section 4): gamma ~ U(0, 1) per example; the UNet
 sees gamma * encoded sketch + (1 - gamma) * noise; conv_in is (1 - gamma) * pretrained +
@@ -83,6 +83,12 @@ def binarise_lines(image: np.ndarray) -> np.ndarray:
     return np.asarray(image) < LINE_BELOW
 
 
+def edge_lines(image: np.ndarray) -> np.ndarray:
+    """An edge image as the app's edge map, per channel: bright (Canny's 255, upstream's and our
+    datasets' white edges on black) is an edge. (H, W, 3) bool."""
+    return np.asarray(image) >= LINE_BELOW
+
+
 def canny_map(image: np.ndarray) -> np.ndarray:
     """The app's edge rule: cv2.Canny(RGB, 100, 200) > 0 (pipelines.edge_to_image)."""
     return cv2.Canny(np.ascontiguousarray(image), *EDGE_THRESHOLDS) > 0
@@ -94,6 +100,8 @@ def control_maps(inputs: np.ndarray | None, targets: np.ndarray, task: str) -> t
         if task != "edge":
             raise runner.TrainingInputError("--task sketch needs train_A (the sketches); only edge can derive them")
         return torch.from_numpy(np.stack([np.repeat(canny_map(image)[..., None], 3, axis=-1) for image in targets]))
+    if task == "edge":
+        return torch.from_numpy(np.stack([edge_lines(image) for image in inputs]))
     return torch.from_numpy(np.stack([binarise_lines(image) for image in inputs]))
 
 
