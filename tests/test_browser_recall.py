@@ -6,12 +6,15 @@ go to test-artifacts/webcam-fps.json)."""
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
+import numpy as np
 import pytest
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
@@ -38,15 +41,20 @@ pytestmark = [
 
 
 class CountingStudio:
-    """The tiny Studio, recording when each translate call starts and ends."""
+    """The tiny Studio, recording when each translate call starts and ends, and each edit's mask."""
 
     def __init__(self, studio: Studio) -> None:
         self.studio = studio
         self.translations: list[tuple[float, float]] = []
+        self.edit_masks: list[Image.Image | None] = []
         self._lock = threading.Lock()
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.studio, name)
+
+    def edit(self, *args: object, **kwargs: object) -> Image.Image:
+        self.edit_masks.append(kwargs.get("mask"))  # type: ignore[arg-type]
+        return self.studio.edit(*args, **kwargs)  # type: ignore[arg-type]
 
     def translate(self, *args: object, **kwargs: object) -> Image.Image:
         start = time.monotonic()
@@ -103,12 +111,12 @@ def page(browser_context: object, served: app.Served, request: pytest.FixtureReq
 
 
 def history_count(page: object, elem_id: str) -> int:
-    return page.locator(f"#{elem_id} img").count()  # type: ignore[attr-defined]
+    return page.locator(f"#{elem_id} .gallery-item img").count()  # type: ignore[attr-defined]
 
 
 def wait_for_history(page: object, elem_id: str, count: int) -> None:
     page.wait_for_function(  # type: ignore[attr-defined]
-        "([id, n]) => document.querySelectorAll(`#${id} img`).length >= n", arg=[elem_id, count], timeout=WAIT_MS)
+        "([id, n]) => document.querySelectorAll(`#${id} .gallery-item img`).length >= n", arg=[elem_id, count], timeout=WAIT_MS)
 
 
 def test_history_click_restores_the_settings(page: object, browser_context: object, served: app.Served) -> None:
@@ -120,7 +128,7 @@ def test_history_click_restores_the_settings(page: object, browser_context: obje
     prompt.fill("second")
     prompt.press("Enter")
     wait_for_history(page, "edit-history", 2)
-    page.locator("#edit-history img").nth(1).click()  # the older one: made with "first"
+    page.locator("#edit-history .gallery-item img").nth(1).click()  # the older one: made with "first"
     page.wait_for_function(  # type: ignore[attr-defined]
         "() => document.querySelector('#edit-prompt textarea').value === 'first'", timeout=WAIT_MS)
     assert history_count(page, "edit-history") == 2  # restoring runs nothing
@@ -132,6 +140,36 @@ def test_history_click_restores_the_settings(page: object, browser_context: obje
     wait_for_history(other, "edit-history", 1)
     assert history_count(other, "edit-history") == 1  # another browser session has only its own result
     other.close()
+
+
+def test_brushed_mask_limits_the_edit(page: object, counting: CountingStudio, served: app.Served) -> None:
+    """A stroke on the mask editor reaches Studio.edit as a mask of the photo's size, and the result
+    (the history's PNG, lossless) equals the photo outside it."""
+    page.get_by_role("tab", name="Edit").click()  # type: ignore[attr-defined]
+    page.locator("#edit-photo input[type=file]").set_input_files(str(PHOTO))  # type: ignore[attr-defined]
+    wait_for_history(page, "edit-history", 1)
+    page.get_by_text("Edit only part of the photo").click()  # type: ignore[attr-defined]
+    canvas = page.locator("#edit-mask canvas").first  # type: ignore[attr-defined]
+    canvas.wait_for(timeout=WAIT_MS)
+    box = canvas.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x - 40, y)  # type: ignore[attr-defined]
+    page.mouse.down()  # type: ignore[attr-defined]
+    for step in range(1, 11):
+        page.mouse.move(x - 40 + 8 * step, y + 2 * step)  # type: ignore[attr-defined]
+    page.mouse.up()  # type: ignore[attr-defined]
+    masks_before = len(counting.edit_masks)
+    page.locator("#edit-run").click()  # type: ignore[attr-defined]
+    wait_for_history(page, "edit-history", 2)
+    mask = counting.edit_masks[masks_before]
+    photo = np.asarray(Image.open(PHOTO).convert("RGB"))
+    assert mask is not None and mask.size == (photo.shape[1], photo.shape[0])
+    inside = np.asarray(mask) > 0
+    assert 0 < inside.mean() < 0.2  # the stroke, not the whole photo
+    newest = page.locator("#edit-history .gallery-item img").first.get_attribute("src")  # type: ignore[attr-defined]
+    result = np.asarray(Image.open(io.BytesIO(httpx.get(newest, timeout=60).content)).convert("RGB"))
+    assert np.array_equal(result[~inside], photo[~inside])
+    assert not np.array_equal(result[inside], photo[inside])
 
 
 def test_dropped_png_restores_the_settings(page: object, tmp_path: Path) -> None:

@@ -46,8 +46,8 @@ class History:
 def history_panel(elem_id: str) -> History:
     state = gr.State([], time_to_live=HISTORY_SECONDS)
     gallery = gr.Gallery(label="History (this session; click one to restore its settings)", format="png",
-                         columns=HISTORY_SIZE, rows=1, height=150, allow_preview=False, interactive=False,
-                         elem_id=elem_id)
+                         columns=HISTORY_SIZE, rows=1, height=150, fit_columns=False, object_fit="contain",
+                         allow_preview=False, interactive=False, elem_id=elem_id)
     return History(state, gallery)
 
 
