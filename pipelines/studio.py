@@ -9,7 +9,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from diffusers import AutoencoderTiny
+
 from models.running.store import ModelStore, ProgressCallback
+from models.speed.acceleration import Acceleration, accelerate
+from models.speed.taesd import preview_decoder_for
 from models.weights.sources import SourceInfo, hub_offline
 from models.weights.specs import CHECKPOINTS, Direction, SourceName, TaskName
 from models.weights.task_loading import load_tasks
@@ -21,6 +25,7 @@ from pipelines.masking import MaskInput, check_feather, composite, mask_inside
 from pipelines.sketch_to_image import SketchInput, sketch_to_image
 from pipelines.text_to_image import text_to_image
 from pipelines.translate import translate
+from pipelines.warm_up import WarmUpCall, warm_up_plan
 
 ALL_TASKS: tuple[TaskName, ...] = tuple(CHECKPOINTS)
 
@@ -35,24 +40,43 @@ class Studio:
     and what `studio.limits` allows.
     """
 
-    def __init__(self, store: ModelStore) -> None:
+    def __init__(self, store: ModelStore, *, preview_decoder: AutoencoderTiny | None = None,
+                 acceleration: Acceleration | None = None) -> None:
+        """Use Studio.load or Studio.prepare: they apply the speed settings; this does not."""
         self.store = store
+        self.preview_decoder = preview_decoder
+        self.acceleration = acceleration or Acceleration()
+
+    @classmethod
+    def prepare(cls, store: ModelStore, *, preview_decoder: AutoencoderTiny | None = None,
+                acceleration: Acceleration | None = None) -> Studio:
+        """Apply the device's speed settings (Acceleration.for_device unless given) once to the
+        store's networks, its tasks and the preview decoder, and wrap them. Call after the tasks
+        are installed; with torch.compile the graphs are made on the first calls (warm_up)."""
+        chosen = acceleration or Acceleration.for_device(store.device)
+        accelerate(store, chosen, preview_decoder)
+        return cls(store, preview_decoder=preview_decoder, acceleration=chosen)
 
     @classmethod
     def load(cls, source: SourceName = "auto", *, model_dir: Path | str | None = None,
              device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
              tasks: tuple[TaskName, ...] = ALL_TASKS, progress: ProgressCallback | None = None) -> Studio:
-        """Load SD-Turbo from source ("auto", "hub", "local" or "tiny"), then the img2img-turbo
-        tasks on top of it; everything stays resident. A task whose weights cannot be had is
-        listed in `unavailable_tasks` with the reason, and its method raises with that reason."""
+        """Load SD-Turbo from source ("auto", "hub", "local", "mini" or "tiny"), then the
+        img2img-turbo tasks and the preview decoder on top of it, and apply the device's speed
+        settings (Studio.prepare); everything stays resident. A task whose weights cannot be had
+        is listed in `unavailable_tasks` with the reason, and its method raises with that reason."""
         report = progress or (lambda fraction, message: None)
         store = ModelStore.load(source, model_dir=model_dir, device=device, dtype=dtype,
                                 progress=lambda fraction, message: report(0.5 * fraction, message))
         allow_download = store.source.active == "hub" and not hub_offline()
         load_tasks(store, list(tasks), allow_download=allow_download,
-                   progress=lambda fraction, message: report(0.5 + 0.5 * fraction, message))
-        report(1.0, "Models are resident")
-        return cls(store)
+                   progress=lambda fraction, message: report(0.5 + 0.45 * fraction, message))
+        preview = preview_decoder_for(store.source, store.base.unet.config.out_channels, store.device, store.dtype)
+        report(0.95, f"Live text previews: {preview.origin}" if preview.decoder is not None else
+               f"Live text previews use the full VAE: {preview.origin}")
+        studio = cls.prepare(store, preview_decoder=preview.decoder)
+        report(1.0, f"Models are resident ({studio.acceleration.describe()})")
+        return studio
 
     @property
     def source(self) -> SourceInfo:
@@ -72,10 +96,12 @@ class Studio:
         return self.store.unavailable_tasks
 
     def text_to_image(self, prompt: str, *, seed: int = 0, width: int | None = None,
-                      height: int | None = None) -> Image.Image:
+                      height: int | None = None, preview: bool = False) -> Image.Image:
         """One-step SD-Turbo image; width and height from limits.min_side to limits.max_side
-        (default: the native side)."""
-        return text_to_image(self.store, prompt, seed=seed, width=width, height=height)
+        (default: the native side). preview: decode with the preview decoder where the source has
+        one (live previews); the final image (Generate, the API) always uses the full VAE."""
+        decoder = self.preview_decoder if preview else None
+        return text_to_image(self.store, prompt, seed=seed, width=width, height=height, preview_decoder=decoder)
 
     def edit(self, image: ImageInput, prompt: str, *, strength: float = DEFAULT_STRENGTH, seed: int = 0,
              mask: MaskInput | None = None, feather: float = DEFAULT_FEATHER) -> Image.Image:
@@ -107,18 +133,29 @@ class Studio:
         rainy_to_clear)."""
         return translate(self.store, image, direction=direction)
 
-    def warm_up(self) -> None:
-        """Run every loaded task once at the smallest size so the first user action is fast."""
-        side = self.limits.min_side
+    def warm_up(self, preview_side: int | None = None) -> None:
+        """Run every loaded task before serving so the first user action is fast: compiled (CUDA),
+        at the shapes the app serves (preview_side: the live sketch side, default the device's),
+        else once each at the smallest size (see pipelines.warm_up)."""
+        limits = self.limits
+        plan = warm_up_plan(limits, self.store.tasks, compiled=self.acceleration.compile_mode != "off",
+                            preview_side=preview_side or limits.default_preview_side(self.device.type),
+                            has_preview_decoder=self.preview_decoder is not None)
+        for call in plan:
+            self._warm_up_call(call)
+
+    def _warm_up_call(self, call: WarmUpCall) -> None:
+        side = call.side
         photo = Image.new("RGB", (side, side), (128, 128, 128))
-        sketch = np.full((side, side), 255, dtype=np.uint8)
-        sketch[side * 3 // 8: side * 5 // 8, side // 2] = 0
-        self.text_to_image("warm up", width=side, height=side)
-        self.edit(photo, "warm up")
-        if "sketch_to_image" in self.store.tasks:
-            self.sketch_to_image(sketch, "warm up")
-        if "edge_to_image" in self.store.tasks:
+        if call.task == "text_to_image":
+            self.text_to_image("warm up", width=side, height=side, preview=call.preview)
+        elif call.task == "edit":
+            self.edit(photo, "warm up")
+        elif call.task == "sketch_to_image":
+            sketch = np.full((side, side), 255, dtype=np.uint8)
+            sketch[side * 3 // 8: side * 5 // 8, side // 2] = 0
+            self.sketch_to_image(sketch, "warm up", gamma=call.gamma if call.gamma is not None else DEFAULT_GAMMA)
+        elif call.task == "edge_to_image":
             self.edge_to_image(photo, "warm up")
-        for direction in self.limits.directions:
-            if direction in self.store.tasks:
-                self.translate(photo, direction=direction)
+        elif call.direction is not None:
+            self.translate(photo, direction=call.direction)

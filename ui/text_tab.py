@@ -45,11 +45,17 @@ def build(studio: Studio) -> None:
         result = run_task(studio.text_to_image, prompt, seed=seed, width=width, height=height)
         return stamp(studio, "text_to_image", result, prompt=prompt, seed=seed)
 
+    def preview(prompt: str, seed: int, width: int, height: int) -> Image.Image:
+        """The live view: decoded by the preview decoder where the source has one (Generate and
+        the API always decode with the full VAE)."""
+        result = run_task(studio.text_to_image, prompt, seed=seed, width=width, height=height, preview=True)
+        return stamp(studio, "text_to_image", result, prompt=prompt, seed=seed)
+
     def values(settings: Settings) -> list[Any]:
         return [settings.prompt, settings.seed, *settings.size]
 
     inputs = [prompt, seed, width, height]
-    live([prompt.change, seed.change, width.release, height.release], text_to_image, inputs, image)
+    live([prompt.change, seed.change, width.release, height.release], preview, inputs, image)
     action([generate.click], remembering(text_to_image), [*inputs, history.state], [image, history.state])
     wire_recall("text_to_image", inputs, values, image, history, drop)
     api_endpoint(text_to_image, inputs, png)

@@ -1,2 +1,2 @@
-"""Speed code that only the benchmark applies: attention kernels, memory format, torch.compile,
-merged LoRA, and the TAESD preview decoder."""
+"""Speed settings Studio.load applies once (attention kernel, memory format, torch.compile with CUDA
+graphs on CUDA), merged LoRA for the benchmark, and the TAESD preview decoder."""
