@@ -133,8 +133,8 @@ def _check_values(settings: Settings) -> None:
 
 
 def model_name(source: SourceInfo, task: Task, direction: Direction | None = None) -> str:
-    """The Model field: SD-Turbo (or the tiny random stand-in) plus the task's checkpoint, if any."""
-    base = "stabilityai/sd-turbo" if source.meaningful else "tiny random sd-turbo"
+    """The Model field: SD-Turbo (or mini, or the tiny random stand-in) plus the task's checkpoint, if any."""
+    base = source.model_name
     checkpoint = direction if task == "translate" else task
     if checkpoint in CHECKPOINTS:
         return f"{base} + {Path(CHECKPOINTS[checkpoint].filename).stem}"

@@ -16,11 +16,12 @@ def add_model_flags(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     command can add its own model flags to it."""
     models = parser.add_argument_group("models")
     models.add_argument("--source", choices=SOURCE_NAMES, default="auto",
-                        help="where the weights come from: auto (cache, else the Hub, else tiny), hub (download "
-                             "once, then cached), local (--model-dir), tiny (random weights for development); "
-                             "default: auto")
+                        help="where the weights come from: auto (cache, else the Hub, else mini, else tiny), hub "
+                             "(download once, then cached), local (--model-dir), mini (small models trained by this "
+                             "project, shipped in assets/mini), tiny (random weights for development); default: auto")
     models.add_argument("--model-dir", type=Path, help="folder laid out like the stabilityai/sd-turbo repo, plus "
-                                                       "the img2img-turbo checkpoints (for --source local or auto)")
+                                                       "the img2img-turbo checkpoints (for --source local or auto); "
+                                                       "with --source mini, a mini folder other than assets/mini")
     models.add_argument("--device", help="cpu, cuda, cuda:1, ...; default: CUDA when available, else CPU")
     models.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto",
                         help="default: float16 on CUDA, float32 on the CPU")

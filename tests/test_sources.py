@@ -1,13 +1,12 @@
 """Where the weights come from: tiny, local, auto (offline, Hub unreachable, complete folder), and
-the device and dtype choice. No test reaches the network: the Hub endpoint points at a closed port."""
+the device and dtype choice. No test reaches the network: the Hub endpoint points at a closed port.
+Mini and auto's fallback to it: tests/test_mini.py."""
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 
-import huggingface_hub.constants
 import numpy as np
 import pytest
 import torch
@@ -17,39 +16,10 @@ from models.running.devices import resolve_device, resolve_dtype
 from models.weights.sources import DOWNLOAD_COMMAND, complete_cached_snapshot
 from models.weights.tiny import write_tiny_hub_layout
 from pipelines import Studio
+from tests.offline_hub import no_hub, set_offline  # noqa: F401  (no_hub is a fixture)
 
 PROMPT = "a lighthouse at dusk"
 MISSING_FILE = "unet/diffusion_pytorch_model.safetensors"
-
-
-def closed_port() -> int:
-    """A local port nothing listens on: connections to it are refused at once."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture
-def no_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """An empty Hugging Face cache and an endpoint that refuses connections. huggingface_hub reads
-    its environment once at import, so its constants are patched as well as the variables."""
-    home, cache = tmp_path / "hf-home", tmp_path / "hf-home" / "hub"
-    cache.mkdir(parents=True)
-    endpoint = f"http://127.0.0.1:{closed_port()}"
-    for variable, value in {"HF_HOME": home, "HF_HUB_CACHE": cache, "HF_ENDPOINT": endpoint}.items():
-        monkeypatch.setenv(variable, str(value))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HOME", str(home))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", endpoint)
-
-
-def set_offline(monkeypatch: pytest.MonkeyPatch, offline: bool) -> None:
-    if offline:
-        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    else:
-        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-        monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", offline)
 
 
 @pytest.fixture(scope="module")
@@ -119,14 +89,15 @@ def test_unknown_source_is_refused(source: object) -> None:
         load(source)
 
 
-@pytest.mark.usefixtures("no_hub")
-def test_auto_offline_falls_back_to_tiny_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_offline_without_mini_falls_back_to_tiny_and_says_so(monkeypatch: pytest.MonkeyPatch,
+                                                                    no_hub: Path) -> None:
     set_offline(monkeypatch, True)
     assert complete_cached_snapshot() is None
     studio = load("auto")
     source = studio.source
     assert (source.active, source.requested) == ("tiny", "auto")
     assert "HF_HUB_OFFLINE" in source.reason
+    assert f"the mini models are not at {no_hub}" in source.reason
     assert not source.meaningful
     assert "not meaningful" in source.describe()
     assert DOWNLOAD_COMMAND in source.describe()

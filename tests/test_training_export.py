@@ -13,6 +13,7 @@ from PIL import Image
 from safetensors import safe_open
 
 from models.weights.base_loading import load_sd_turbo
+from models.weights.configs import TINY_UNET_CONFIG, TINY_VAE_CONFIG
 from models.weights.tiny import write_tiny_hub_layout
 from pipelines import Studio
 from tests.training_turbo_data import domain_images, write_paired, write_unpaired
@@ -63,8 +64,11 @@ def test_model_folder_has_the_sd_turbo_layout_and_the_task_files(exported: Path)
         assert (exported / part).is_file(), part
     tasks = sorted(path.name for path in (exported / "img2img-turbo").iterdir())
     assert tasks == ["day2night.safetensors", "night2day.safetensors", "sketch_to_image_stochastic_lora.safetensors"]
-    assert json.loads((exported / "EXPORT.json").read_text())["tasks"] == ["day_to_night", "night_to_day",
-                                                                          "sketch_to_image"]
+    record = json.loads((exported / "EXPORT.json").read_text())
+    assert record["tasks"] == ["day_to_night", "night_to_day", "sketch_to_image"]
+    # the side --source mini serves at: latent cells times the VAE's downsampling (tiny: 8 x 8)
+    downsampling = 2 ** (len(TINY_VAE_CONFIG["block_out_channels"]) - 1)
+    assert record["native_side"] == TINY_UNET_CONFIG["sample_size"] * downsampling == 64
 
 
 def test_studio_serves_every_exported_task(studio: Studio) -> None:

@@ -11,6 +11,8 @@ the app's converted layout, made at the end of each run by the app's own convert
 upstream's training scripts save, so the app reads them without converting anything. A CycleGAN
 run gives both of its directions (day_to_night and night_to_day from one day/night run).
 --dtype float16 writes the base as the repository's fp16 variant and the task tensors in fp16.
+EXPORT.json records the runs, the tasks, the base and `native_side`, the image side the base was
+trained at (UNet sample size times the VAE's downsampling), which `--source mini` reads.
 All runs must share one base. Nothing is left in MODEL_DIR on failure: it is written beside it
 and renamed when complete.
 """
@@ -27,7 +29,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from models.weights.sources import check_local_dir, missing_files
+from models.weights.sources import EXPORT_RECORD, check_local_dir, configured_native_side, missing_files
 from models.weights.specs import CHECKPOINTS, SD_TURBO
 from models.weights.tiny import write_tiny_hub_layout
 from training.runner import TMP_PREFIX, TrainingInputError
@@ -143,9 +145,10 @@ def export(runs: list[Path], out: Path, dtype: torch.dtype) -> Path:
         shutil.rmtree(temp / ".scratch", ignore_errors=True)
         for task, path in files.items():
             copy_task(path, temp / "img2img-turbo" / CHECKPOINTS[task].converted_filename, dtype)
-        (temp / "EXPORT.json").write_text(json.dumps({
+        (temp / EXPORT_RECORD).write_text(json.dumps({
             "runs": [str(run.resolve()) for run in runs], "tasks": sorted(files), **base,
-            "dtype": str(dtype).removeprefix("torch."), "base_repo_layout": SD_TURBO.repo_id}, indent=2))
+            "dtype": str(dtype).removeprefix("torch."), "base_repo_layout": SD_TURBO.repo_id,
+            "native_side": configured_native_side(temp)}, indent=2))
         check_local_dir(temp)
         if out.exists():
             out.rmdir()
@@ -157,4 +160,4 @@ def export(runs: list[Path], out: Path, dtype: torch.dtype) -> Path:
 
 def main(args: argparse.Namespace) -> None:
     out = export(list(args.runs), args.out, DTYPES[args.dtype])
-    print(f"Wrote {out}. Serve it with: python app.py --source local --model-dir {out}")
+    print(f"Wrote {out}. Serve it with: python app.py --source mini --model-dir {out}")

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-SourceName = Literal["auto", "hub", "local", "tiny"]
-SOURCE_NAMES: tuple[SourceName, ...] = ("auto", "hub", "local", "tiny")
+SourceName = Literal["auto", "hub", "local", "mini", "tiny"]
+SOURCE_NAMES: tuple[SourceName, ...] = ("auto", "hub", "local", "mini", "tiny")
 
 TaskName = Literal["edge_to_image", "sketch_to_image", "day_to_night", "night_to_day",
                    "clear_to_rainy", "rainy_to_clear"]
@@ -18,11 +18,12 @@ VaeSide = Literal["a2b", "b2a"]
 
 @dataclass(frozen=True)
 class BaseModelSpec:
-    """The SD-Turbo repository every task is built on."""
+    """The base model every task is built on: SD-Turbo, or a model laid out like its repository."""
 
-    repo_id: str = "stabilityai/sd-turbo"
+    repo_id: str = "stabilityai/sd-turbo"  # the Hub repository (or, for mini, the layout it follows)
     revision: str = "main"
     native_side: int = 512  # the image side the model was trained at
+    name: str = "stabilityai/sd-turbo"  # what the settings of an image name as its model
     subfolders: tuple[str, ...] = ("tokenizer", "text_encoder", "unet", "vae", "scheduler")
 
     def required_files(self, variant: str | None) -> tuple[str, ...]:
@@ -47,6 +48,14 @@ class BaseModelSpec:
 
 
 SD_TURBO = BaseModelSpec()
+MINI_NAME = "onestep-studio mini"
+
+
+def mini_spec(native_side: int) -> BaseModelSpec:
+    """The mini models this project trains (training/, shipped in assets/mini): SD-Turbo's classes
+    and folder layout at a smaller native side, read from the folder."""
+    return BaseModelSpec(native_side=native_side, name=MINI_NAME)
+
 
 CHECKPOINT_BASE_URL = "https://www.cs.cmu.edu/~img2img-turbo/models/"
 

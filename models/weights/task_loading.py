@@ -133,7 +133,10 @@ def _search_dirs(model_dir: Path | None) -> list[Path]:
 
 
 def locate_task_weights(store: ModelStore, spec: TaskCheckpointSpec, allow_download: bool) -> Path:
-    """The converted safetensors file for a task, converting or downloading the release when needed."""
+    """The converted safetensors file for a task, converting or downloading the release when needed.
+    Mini's tasks come only from its own folder: the cache holds the release's, made for SD-Turbo."""
+    if store.source.active == "mini":
+        return _mini_task_file(store.source.model_dir, spec)
     cache = checkpoint_cache_dir()
     folders = [*_search_dirs(store.source.model_dir), cache]
     for folder in folders:
@@ -150,6 +153,15 @@ def locate_task_weights(store: ModelStore, spec: TaskCheckpointSpec, allow_downl
     reference, precision = reference_vae_state(store)
     save_task_weights(convert_released(released, spec, reference, precision), converted)
     return converted
+
+
+def _mini_task_file(mini_dir: Path | None, spec: TaskCheckpointSpec) -> Path:
+    path = next((folder / spec.converted_filename for folder in _search_dirs(mini_dir)
+                 if (folder / spec.converted_filename).is_file()), None)
+    if path is None:
+        raise TaskUnavailableError(f"the mini models have no {spec.task} ({spec.converted_filename} is not in "
+                                   f"{mini_dir}/img2img-turbo)")
+    return path
 
 
 def load_tasks(store: ModelStore, tasks: list[TaskName], *, allow_download: bool,
