@@ -3,6 +3,7 @@ build the UI and serve it.
 
     python app.py                       # http://127.0.0.1:7860, weights from --source auto
     python app.py --source hub          # download the real weights once, then run
+    python app.py --source mini         # the small models this project trained (assets/mini), offline
     python app.py --host 0.0.0.0 --auth ana:secret --share
 """
 
@@ -68,8 +69,9 @@ def parser() -> argparse.ArgumentParser:
     models = add_model_flags(parse)
     models.add_argument("--preview-size", type=positive, metavar="PIXELS",
                         help="side of the live sketch previews, a multiple of an eighth of the model's native side "
-                             "up to that side (SD-Turbo: 64, 128, ..., 512; the Generate button always uses the "
-                             "full drawing); default: the native side on a GPU, half of it on the CPU")
+                             "up to that side (SD-Turbo: 64, 128, ..., 512; mini: 16, 32, ..., 128; the Generate "
+                             "button always uses the full drawing); default: the native side on a GPU, half of it "
+                             "on the CPU")
     serving = parse.add_argument_group("serving")
     serving.add_argument("--host", default="127.0.0.1",
                          help="address to listen on; 0.0.0.0 shares the app on your LAN (default: 127.0.0.1)")
