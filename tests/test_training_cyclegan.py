@@ -91,15 +91,22 @@ def test_loss_falls_on_a_fixed_batch(tiny_dir: Path) -> None:
     assert max(reconstruction[-2:]) < 0.7 * reconstruction[0], reconstruction
 
 
-@pytest.mark.parametrize("task", ["day_to_night", "night_to_day"])
-def test_trained_forward_is_the_apps_forward(tiny_dir: Path, tmp_path: Path, monkeypatch, task: str) -> None:
+@pytest.mark.parametrize(("layout", "task"), [("converted", "day_to_night"), ("converted", "night_to_day"),
+                                              ("released", "night_to_day")])
+def test_trained_forward_is_the_apps_forward(tiny_dir: Path, tmp_path: Path, monkeypatch, layout: str,
+                                             task: str) -> None:
+    """The recipe's files (or its weights under upstream's keys as a released .pkl) serve what it trained."""
     model, _, _, _ = setup_training(tiny_dir, lr=1e-3)
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for parameter in trainable_parameters(*model.trained_modules().values()):
             parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.05)
     model_dir = write_tiny_hub_layout(tmp_path / "model")
-    write_task_folder(model_dir, model.task_weights(("day_to_night", "night_to_day")), {}, {})
+    if layout == "converted":
+        write_task_folder(model_dir, model.task_weights(("day_to_night", "night_to_day")), {}, {})
+    else:
+        (model_dir / "img2img-turbo").mkdir()
+        torch.save(model.upstream_checkpoint(), model_dir / "img2img-turbo" / "night2day.pkl")
     monkeypatch.setenv("ONESTEP_CACHE", str(tmp_path / "cache"))
     studio = Studio.load("local", model_dir=model_dir, device="cpu", tasks=(task,))
     served_task = studio.store.tasks[task]

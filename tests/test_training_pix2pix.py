@@ -55,13 +55,19 @@ def test_only_lora_conv_in_and_skips_train(tiny_dir: Path) -> None:
     assert not any(p.requires_grad for p in model.base.text_encoder.parameters())
 
 
-@pytest.mark.parametrize("gamma", [0.3, 1.0])
-def test_trained_forward_is_the_apps_forward(tiny_dir: Path, tmp_path: Path, monkeypatch, gamma: float) -> None:
-    """Weights written by the recipe, loaded by Studio(local), give what the training forward gives."""
+@pytest.mark.parametrize(("layout", "gamma"), [("converted", 0.3), ("converted", 1.0), ("released", 0.3)])
+def test_trained_forward_is_the_apps_forward(tiny_dir: Path, tmp_path: Path, monkeypatch, layout: str,
+                                             gamma: float) -> None:
+    """Weights written by the recipe (or saved under upstream's keys as a released .pkl), loaded by
+    Studio(local), give what the training forward gives."""
     model = fresh_model(tiny_dir)
     perturb(model)
     model_dir = write_tiny_hub_layout(tmp_path / "model")
-    write_task_folder(model_dir, {"sketch_to_image": model.task_weights("sketch_to_image")}, {}, {})
+    if layout == "converted":
+        write_task_folder(model_dir, {"sketch_to_image": model.task_weights("sketch_to_image")}, {}, {})
+    else:
+        (model_dir / "img2img-turbo").mkdir()
+        torch.save(model.upstream_checkpoint(), model_dir / "img2img-turbo" / "sketch_to_image_stochastic_lora.pkl")
     monkeypatch.setenv("ONESTEP_CACHE", str(tmp_path / "cache"))
     studio = Studio.load("local", model_dir=model_dir, device="cpu", tasks=("sketch_to_image",))
     assert studio.unavailable_tasks == {}
