@@ -22,6 +22,8 @@ from pipelines.limits import Limits
 from pipelines.metadata import read_settings
 from tests.mini_folder import write_fake_mini
 from tests.offline_hub import no_hub, set_offline  # noqa: F401  (no_hub is a fixture)
+from ui import build_app
+from ui.canvas import MIN_DISPLAY_SIDE
 from ui.layout import banner_html
 
 SIDE = 128
@@ -84,6 +86,16 @@ def test_mini_tasks_come_only_from_its_folder(mini_dir: Path, tmp_path: Path, mo
     studio = Studio.load("mini", model_dir=mini_dir, device="cpu", tasks=("edge_to_image",))
     assert "the mini models have no edge_to_image" in studio.unavailable_tasks["edge_to_image"]
     assert Studio.load("local", model_dir=mini_dir, device="cpu", tasks=("edge_to_image",)).unavailable_tasks == {}
+
+
+def test_the_ui_takes_its_sizes_from_mini(mini: Studio) -> None:
+    """Sliders and canvas at mini's sizes; the 128 px canvas is scaled up on screen to draw on."""
+    demo = build_app(mini, queue_size=2)
+    built = {block.elem_id: block for block in demo.blocks.values() if getattr(block, "elem_id", None)}
+    width = built["text-width"]
+    assert (width.minimum, width.maximum, width.step, width.value) == (64, 256, 16, SIDE)
+    assert built["sketch-canvas"].props["side"] == SIDE
+    assert built["sketch-canvas"].props["display_side"] == MIN_DISPLAY_SIDE > SIDE
 
 
 def test_mini_banner_says_what_mini_is(mini: Studio) -> None:

@@ -9,7 +9,9 @@ The value is "" while the canvas is blank. An event may set it to another PNG da
 uploaded sketch); the canvas then shows that image scaled to fit, ready to draw on.
 
 The canvas draws at the source's native side (studio.limits.native_side) and refuses data larger
-than the largest input side (studio.limits.max_input_side); the tabs pass both in.
+than the largest input side (studio.limits.max_input_side); the tabs pass both in. On screen it is
+at least MIN_DISPLAY_SIDE pixels wide (where the page allows), so a small source's canvas (mini:
+128 px) is scaled up to draw on rather than shown as a stamp.
 
 A factory rather than a gr.HTML subclass: Gradio writes a .pyi stub beside every Component
 subclass at import time.
@@ -29,6 +31,7 @@ from pipelines.errors import InputError
 PNG_DATA_URL = "data:image/png;base64,"
 MAX_DATA_URL_CHARS = 8 * 1024 * 1024  # a 512x512 drawing is tens of kB; refuse anything absurd
 MAX_UNDO = 30
+MIN_DISPLAY_SIDE = 512  # CSS pixels
 
 TEMPLATE = """
 <div class="sketch-canvas">
@@ -49,7 +52,7 @@ CSS = """
   border: 1px solid var(--border-color-primary); background: var(--background-fill-secondary);
   color: var(--body-text-color); cursor: pointer; }
 .tools button[aria-pressed="true"] { background: var(--color-accent); color: white; }
-canvas { width: 100%; max-width: ${side}px; aspect-ratio: 1; background: #fff; cursor: crosshair;
+canvas { width: 100%; max-width: ${display_side}px; aspect-ratio: 1; background: #fff; cursor: crosshair;
   border: 1px solid var(--border-color-primary); border-radius: 6px; touch-action: none; }
 """
 
@@ -181,7 +184,8 @@ def sketch_canvas(*, side: int, label: str = "Sketch", elem_id: str | None = Non
     """Black brush on white, eraser, undo and clear. Its value is the drawing as a PNG data URL
     ("" when blank): read it with `drawing_from`, set it with `drawing_value`."""
     return gr.HTML(value="", label=label, show_label=True, container=True, html_template=TEMPLATE, css_template=CSS,
-                   js_on_load=JS, side=side, undo_depth=MAX_UNDO, elem_id=elem_id)
+                   js_on_load=JS, side=side, display_side=max(side, MIN_DISPLAY_SIDE), undo_depth=MAX_UNDO,
+                   elem_id=elem_id)
 
 
 def drawing_from(value: str | None, max_side: int) -> Image.Image | None:
