@@ -129,7 +129,7 @@ def not_measured_reasons(names: list[AblationName], device: torch.device) -> lis
     return [NotMeasured(name, reason(name)) for name in ABLATIONS if name not in names]
 
 
-def run_ablations(store: ModelStore, preview_decoder: AutoencoderTiny, inputs: BenchInputs,
+def run_ablations(store: ModelStore, preview_decoder: AutoencoderTiny | None, inputs: BenchInputs,
                   names: list[AblationName], *, repeats: int, half: torch.dtype,
                   progress: Callable[[str], None] = lambda message: None) -> list[Ablation]:
     """Measure the named optimisations on the (fp32, eager) baseline store, restoring every setting."""

@@ -10,8 +10,9 @@ from typing import Any
 import torch
 
 from bench.measure import Measurement
-from bench.run import BenchReport, TaskResult
+from bench.run import BenchConfig, BenchReport, TaskResult
 from bench.tasks import BenchTask
+from models.speed.acceleration import Acceleration
 
 GIB = 2**30
 # Issue 4's targets on one H100 at 512x512, batch 1 (images per second).
@@ -103,12 +104,26 @@ def ablation_rows(report: BenchReport) -> list[list[str]]:
             for ablation in report.ablations]
 
 
+def _weights(config: BenchConfig) -> str:
+    if config.source is not None:
+        where = f" from {config.model_dir}" if config.model_dir is not None else ""
+        return f"{config.source} weights{where}"
+    return f"{config.scale}-size architecture, random weights"
+
+
+def _ours_settings(config: BenchConfig) -> str:
+    """The settings, and whether they are Studio.load's for the device or a flag's experiment."""
+    chosen = "Studio.load's for this device" if config.acceleration == Acceleration.for_device(config.device) \
+        else "changed by a flag, not what Studio.load applies"
+    return f"{config.acceleration.describe()}: {chosen}"
+
+
 def to_markdown(report: BenchReport) -> str:
     config = report.config
     size = f"{config.size}x{config.size}"
     matmul = ", ".join(f"{rate.dtype} {rate.tflops:.3g} TFLOP/s" for rate in report.matmul)
     lines = [
-        f"### {config.device.type.upper()}: {size}, batch 1, {config.scale}-size architecture, random weights",
+        f"### {config.device.type.upper()}: {size}, batch 1, {_weights(config)}",
         "",
         f"- Date: {report.date}",
         f"- Device: {report.device_name}",
@@ -116,8 +131,10 @@ def to_markdown(report: BenchReport) -> str:
         f"- Command: `{config.command}`",
         *([f"- TF32 switches: {', '.join(f'{k}={v}' for k, v in report.precision_flags.items())}"]
           if report.precision_flags else []),
-        f"- Ours: {_dtype_name(config.dtype)}, {config.acceleration.describe()}, caption embeddings cached, "
-        "timesteps prepared; the app's pipeline functions (translate: its run_task call at this size)",
+        f"- Ours: the Studio as the app loads it ({_ours_settings(config)}); {_dtype_name(config.dtype)}, "
+        "caption embeddings cached, timesteps prepared; its methods as the UI calls them (translate: its "
+        f"run_task call at this size); live previews: text through the preview decoder, sketch at "
+        f"{config.preview_side} px",
         "- Baseline: fp32, eager, diffusers' default attention (SDPA), contiguous memory format",
         f"- Each configuration: one first (cold) call, then {config.repeats} timed calls; median and p95 over "
         f"those; images/s = 1 / median. Peak memory: {report.memory_kind} over all of its calls.",

@@ -1,5 +1,7 @@
-"""One benchmark run: matmul rates, our configuration, then the baseline and the ablations on the
-same inputs, each phase on its own freshly built models (freed before the next phase)."""
+"""One benchmark run: matmul rates, ours (the Studio as the app loads it), then the baseline and the
+ablations on the same inputs, each phase on its own freshly built models (freed before the next
+phase). The models are random weights of SD-Turbo's architecture (full size or tiny), or with
+`source` the weights of a model source (e.g. mini), loaded the way the app loads them."""
 
 from __future__ import annotations
 
@@ -8,8 +10,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 
 import torch
+from diffusers import AutoencoderTiny
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.ablations import (Ablation, AblationName, NotMeasured, ablation_store_tasks, not_measured_reasons,
@@ -19,8 +23,11 @@ from bench.hardware import MatmulRate, device_description, library_versions, mat
 from bench.measure import Measurement, current_memory, measure, memory_kind, timed
 from bench.tasks import (BASELINE_LABELS, Baseline, BenchInputs, BenchTask, baseline_call, ours_call,
                          store_tasks)
-from models.speed.acceleration import Acceleration, accelerate
-from models.weights.specs import CHECKPOINTS
+from models.running.store import ModelStore
+from models.speed.acceleration import Acceleration
+from models.speed.taesd import preview_decoder_for
+from models.weights.specs import CHECKPOINTS, SourceName, TaskName
+from models.weights.task_loading import load_tasks
 from pipelines.studio import Studio
 
 Progress = Callable[[str], None]
@@ -36,8 +43,11 @@ class BenchConfig:
     repeats: int
     tasks: list[BenchTask]
     ablations: list[AblationName]
-    acceleration: Acceleration
+    acceleration: Acceleration  # Acceleration.for_device (what Studio.load applies) unless a flag changed it
     scale: Scale = "full"
+    preview_side: int = 256  # the live sketch preview side (the app's default for the device)
+    source: SourceName | None = None  # real weights from this source instead of random ones
+    model_dir: Path | None = None
     count_flops: bool = False
     warm_up: bool = False
     command: str = ""
@@ -103,7 +113,7 @@ def run_benchmark(config: BenchConfig, progress: Progress = lambda message: None
         memory_kind=memory_kind(config.device), matmul=matmul_rates(config),
         tasks=[TaskResult(task, BASELINE_LABELS[task]) for task in config.tasks],
         not_measured=not_measured_reasons(config.ablations, config.device))
-    inputs = BenchInputs(config.size)
+    inputs = BenchInputs(config.size, config.preview_side)
     progress(", ".join(f"matmul {rate.dtype} {rate.tflops:.3g} TFLOP/s" for rate in report.matmul))
     report.ours_phase = run_ours(config, inputs, report.tasks, progress)
     release_memory(config.device)
@@ -128,21 +138,39 @@ def release_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def run_ours(config: BenchConfig, inputs: BenchInputs, results: list[TaskResult], progress: Progress) -> PhaseInfo:
-    """Build the store in our dtype with all six img2img-turbo tasks resident (as the app keeps
-    them), apply our settings, measure."""
-    build_start = time.perf_counter()
+def build_ours(config: BenchConfig) -> Studio:
+    """The Studio as the app loads it: every task resident, the preview decoder, the device's speed
+    settings applied by Studio.prepare (Studio.load with a source)."""
+    if config.source is not None:
+        return Studio.load(config.source, model_dir=config.model_dir, device=config.device, dtype=config.dtype,
+                           acceleration=config.acceleration)
     store = build_store(config.scale, config.device, config.dtype, list(CHECKPOINTS))
     preview_decoder = build_preview_decoder(config.scale, config.device, config.dtype)
-    accelerate(store, config.acceleration, preview_decoder)
-    phase = PhaseInfo(time.perf_counter() - build_start, current_memory(config.device), len(store.tasks))
-    progress(f"ours: built in {phase.build_s:.1f} s")
+    return Studio.prepare(store, preview_decoder=preview_decoder, acceleration=config.acceleration)
+
+
+def build_plain(config: BenchConfig, tasks: list[TaskName]) -> tuple[ModelStore, AutoencoderTiny | None]:
+    """The fp32 store with these tasks and no speed settings, and an fp32 preview decoder."""
+    if config.source is None:
+        store = build_store(config.scale, config.device, torch.float32, tasks)
+        return store, build_preview_decoder(config.scale, config.device, torch.float32)
+    store = ModelStore.load(config.source, model_dir=config.model_dir, device=config.device, dtype=torch.float32)
+    load_tasks(store, tasks, allow_download=False)
+    latent_channels = store.base.unet.config.out_channels
+    return store, preview_decoder_for(store.source, latent_channels, config.device, torch.float32).decoder
+
+
+def run_ours(config: BenchConfig, inputs: BenchInputs, results: list[TaskResult], progress: Progress) -> PhaseInfo:
+    """Load the Studio as the app does (all six img2img-turbo tasks resident), measure."""
+    build_start = time.perf_counter()
+    studio = build_ours(config)
+    phase = PhaseInfo(time.perf_counter() - build_start, current_memory(config.device), len(studio.store.tasks))
+    progress(f"ours: built in {phase.build_s:.1f} s ({studio.acceleration.describe()})")
     if config.warm_up:
-        phase.warm_up_s = timed(Studio(store).warm_up, config.device)
+        phase.warm_up_s = timed(lambda: studio.warm_up(config.preview_side), config.device)
         progress(f"ours: Studio.warm_up {phase.warm_up_s:.1f} s")
     for result in results:
-        call = ours_call(result.task, store, inputs, preview_decoder)
-        result.ours = _measured(call, config, result, "ours")
+        result.ours = _measured(lambda: ours_call(result.task, studio, inputs), config, result, "ours")
         progress(_summary("ours", result.task, result.ours, result.errors.get("ours")))
     return phase
 
@@ -152,21 +180,25 @@ def run_baseline(config: BenchConfig, inputs: BenchInputs, report: BenchReport, 
     build_start = time.perf_counter()
     needed = store_tasks(config.tasks)
     needed += [task for task in ablation_store_tasks(config.ablations) if task not in needed]
-    store = build_store(config.scale, config.device, torch.float32, needed)
-    preview_decoder = build_preview_decoder(config.scale, config.device, torch.float32)
+    store, preview_decoder = build_plain(config, needed)
     text_to_image, image_to_image = diffusers_pipelines(store.base)
     baseline = Baseline(store, text_to_image, image_to_image)
     phase = PhaseInfo(time.perf_counter() - build_start, current_memory(config.device), len(store.tasks))
     progress(f"baseline: built in {phase.build_s:.1f} s")
     for result in report.tasks:
-        result.baseline = _measured(baseline_call(result.task, baseline, inputs), config, result, "baseline")
+        result.baseline = _measured(lambda: baseline_call(result.task, baseline, inputs), config, result, "baseline")
         progress(_summary("baseline", result.task, result.baseline, result.errors.get("baseline")))
     if config.count_flops:
         store.prompt_embeddings(inputs.prompt)  # cached, as in our runs
+        plain = Studio(store, preview_decoder=preview_decoder)
         for result in report.tasks:
-            result.flops = count_flops(ours_call(result.task, store, inputs, preview_decoder))
+            if result.ours is not None:
+                result.flops = count_flops(ours_call(result.task, plain, inputs))
         progress("FLOPs counted")
-    report.ablations = run_ablations(store, preview_decoder, inputs, config.ablations, repeats=config.repeats,
+    if preview_decoder is None and "taesd" in config.ablations:
+        report.not_measured.append(NotMeasured("taesd", "this source has no preview decoder"))
+    names = [name for name in config.ablations if name != "taesd" or preview_decoder is not None]
+    report.ablations = run_ablations(store, preview_decoder, inputs, names, repeats=config.repeats,
                                      half=config.half, progress=progress)
     return phase
 
@@ -178,12 +210,12 @@ def _summary(side: str, task: BenchTask, measurement: Measurement | None, error:
             f"first call {measurement.first_call_s:.2f} s")
 
 
-def _measured(call: Callable[[], object], config: BenchConfig, result: TaskResult,
+def _measured(make_call: Callable[[], Callable[[], object]], config: BenchConfig, result: TaskResult,
               side: str) -> Measurement | None:
-    """Measure one side of one task; a failure is recorded in the report, not raised, so one broken
-    configuration does not lose the rest of a long GPU run."""
+    """Measure one side of one task; a failure (making the call or running it) is recorded in the
+    report, not raised, so one broken configuration does not lose the rest of a long GPU run."""
     try:
-        return measure(call, repeats=config.repeats, device=config.device)
+        return measure(make_call(), repeats=config.repeats, device=config.device)
     except Exception as error:  # reported in the results table with its type and message
         result.errors[side] = f"{type(error).__name__}: {error}"
         return None

@@ -1,9 +1,12 @@
 """The benchmarked tasks: the same inputs, run by our code and by the baseline.
 
-Ours is the app's code: the pipeline functions the UI calls, on a store with our settings. The one
-exception is translation, whose pipeline always resizes to 512x512; to measure it at the
-benchmark's size, the bench makes the same model call the pipeline makes (run_task with the
-direction's prepared caption), without the resizing.
+Ours is the app as users run it: the Studio methods the UI calls, on a Studio prepared as
+Studio.load prepares it (the device's speed settings, the preview decoder). `text_to_image_preview`
+is the live text preview (Studio.text_to_image(preview=True)); `sketch_to_image_preview` the live
+sketch preview (the sketch at the device's live preview side). The one exception is translation,
+whose pipeline always resizes to the native side; to measure it at the benchmark's size, the bench
+makes the same model call the pipeline makes (run_task with the direction's prepared caption),
+without the resizing.
 
 The baseline is a straightforward fp32 implementation of the same forward passes: diffusers'
 AutoPipelineForText2Image / AutoPipelineForImage2Image (1 step, guidance 0; strength 0.5 with 2
@@ -19,41 +22,45 @@ from typing import Literal
 
 import numpy as np
 import torch
-from diffusers import AutoencoderTiny, StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
+from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
 from PIL import Image
 
 from models.running.img2img_turbo import run_task
 from models.running.sd_turbo import SDTurbo
 from models.weights.specs import CHECKPOINTS, TaskName
 from models.running.store import ModelStore
-from pipelines.edge_to_image import canny_edges, edge_to_image
-from pipelines.edit import edit
+from pipelines.edge_to_image import canny_edges
 from pipelines.images import LATENT_FACTOR, seeded_noise, to_pil, to_tensor
-from pipelines.sketch_to_image import sketch_lines, sketch_to_image
-from pipelines.text_to_image import text_to_image
+from pipelines.sketch_to_image import sketch_lines
+from pipelines.studio import Studio
 
-BenchTask = Literal["text_to_image", "text_to_image_preview", "edit", "edge_to_image", "sketch_to_image", "translate"]
+BenchTask = Literal["text_to_image", "text_to_image_preview", "edit", "edge_to_image", "sketch_to_image",
+                    "sketch_to_image_preview", "translate"]
 BENCH_TASKS: tuple[BenchTask, ...] = ("text_to_image", "text_to_image_preview", "edit", "edge_to_image",
-                                      "sketch_to_image", "translate")
+                                      "sketch_to_image", "sketch_to_image_preview", "translate")
 TRANSLATE_DIRECTION: TaskName = "day_to_night"
 CANNY_THRESHOLDS = (100, 200)
 
 
 @dataclass(frozen=True)
 class BenchInputs:
-    """One prompt, seed and pair of images at the benchmark size, shared by ours and the baseline."""
+    """One prompt, seed and pair of images at the benchmark size (and a sketch at the live preview
+    side), shared by ours and the baseline."""
 
     size: int
+    preview_side: int
     prompt: str = "a red fox in the snow at golden hour, photograph"
     seed: int = 1
     strength: float = 0.5
     gamma: float = 0.4
     photo: Image.Image = field(init=False, repr=False, compare=False)
     sketch: Image.Image = field(init=False, repr=False, compare=False)
+    preview_sketch: Image.Image = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "photo", gradient_photo(self.size))
         object.__setattr__(self, "sketch", cross_sketch(self.size))
+        object.__setattr__(self, "preview_sketch", cross_sketch(self.preview_side))
 
 
 def gradient_photo(size: int) -> Image.Image:
@@ -78,28 +85,29 @@ def cross_sketch(size: int) -> Image.Image:
 def store_tasks(tasks: list[BenchTask]) -> list[TaskName]:
     """The img2img-turbo tasks the store needs for these benchmark tasks."""
     needed: dict[BenchTask, TaskName] = {"edge_to_image": "edge_to_image", "sketch_to_image": "sketch_to_image",
-                                         "translate": TRANSLATE_DIRECTION}
-    return [needed[task] for task in tasks if task in needed]
+                                         "sketch_to_image_preview": "sketch_to_image", "translate": TRANSLATE_DIRECTION}
+    return list(dict.fromkeys(needed[task] for task in tasks if task in needed))
 
 
 # --- ours ---------------------------------------------------------------------------------------------
 
-def ours_call(task: BenchTask, store: ModelStore, inputs: BenchInputs,
-              preview_decoder: AutoencoderTiny | None) -> Callable[[], Image.Image]:
-    """A zero-argument call that runs the task with our code on these inputs."""
+def ours_call(task: BenchTask, studio: Studio, inputs: BenchInputs) -> Callable[[], Image.Image]:
+    """A zero-argument call that runs the task as the app does, on these inputs."""
     size = inputs.size
     calls: dict[BenchTask, Callable[[], Image.Image]] = {
-        "text_to_image": lambda: text_to_image(store, inputs.prompt, seed=inputs.seed, width=size, height=size),
-        "text_to_image_preview": lambda: text_to_image(store, inputs.prompt, seed=inputs.seed, width=size,
-                                                       height=size, preview_decoder=preview_decoder),
-        "edit": lambda: edit(store, inputs.photo, inputs.prompt, strength=inputs.strength, seed=inputs.seed),
-        "edge_to_image": lambda: edge_to_image(store, inputs.photo, inputs.prompt)[1],
-        "sketch_to_image": lambda: sketch_to_image(store, inputs.sketch, inputs.prompt, gamma=inputs.gamma,
-                                                   seed=inputs.seed),
-        "translate": lambda: translate_at_size(store, inputs.photo),
+        "text_to_image": lambda: studio.text_to_image(inputs.prompt, seed=inputs.seed, width=size, height=size),
+        "text_to_image_preview": lambda: studio.text_to_image(inputs.prompt, seed=inputs.seed, width=size,
+                                                              height=size, preview=True),
+        "edit": lambda: studio.edit(inputs.photo, inputs.prompt, strength=inputs.strength, seed=inputs.seed),
+        "edge_to_image": lambda: studio.edge_to_image(inputs.photo, inputs.prompt)[1],
+        "sketch_to_image": lambda: studio.sketch_to_image(inputs.sketch, inputs.prompt, gamma=inputs.gamma,
+                                                          seed=inputs.seed),
+        "sketch_to_image_preview": lambda: studio.sketch_to_image(inputs.preview_sketch, inputs.prompt,
+                                                                  gamma=inputs.gamma, seed=inputs.seed),
+        "translate": lambda: translate_at_size(studio.store, inputs.photo),
     }
-    if task == "text_to_image_preview" and preview_decoder is None:
-        raise ValueError("text_to_image_preview needs the TAESD preview decoder")
+    if task == "text_to_image_preview" and studio.preview_decoder is None:
+        raise ValueError("text_to_image_preview: this source has no preview decoder (live previews use the full VAE)")
     return calls[task]
 
 
@@ -128,6 +136,7 @@ BASELINE_LABELS: dict[BenchTask, str] = {
     "edit": "diffusers AutoPipelineForImage2Image, 2 steps x strength 0.5",
     "edge_to_image": "plain fp32: Canny, caption encoded per call, unmerged LoRA",
     "sketch_to_image": "plain fp32: binarise, caption encoded per call, unmerged LoRA",
+    "sketch_to_image_preview": "plain fp32 at the preview side: binarise, caption encoded per call, unmerged LoRA",
     "translate": "plain fp32: caption encoded per call, unmerged LoRA",
 }
 
@@ -139,7 +148,8 @@ def baseline_call(task: BenchTask, baseline: Baseline, inputs: BenchInputs) -> C
         "text_to_image_preview": lambda: diffusers_text_to_image(baseline, inputs),
         "edit": lambda: diffusers_edit(baseline, inputs),
         "edge_to_image": lambda: plain_edge_to_image(baseline.store, inputs),
-        "sketch_to_image": lambda: plain_sketch_to_image(baseline.store, inputs),
+        "sketch_to_image": lambda: plain_sketch_to_image(baseline.store, inputs, inputs.sketch),
+        "sketch_to_image_preview": lambda: plain_sketch_to_image(baseline.store, inputs, inputs.preview_sketch),
         "translate": lambda: plain_translate(baseline.store, inputs),
     }
     return calls[task]
@@ -185,10 +195,10 @@ def plain_edge_to_image(store: ModelStore, inputs: BenchInputs) -> Image.Image:
     return to_pil(pixels)
 
 
-def plain_sketch_to_image(store: ModelStore, inputs: BenchInputs) -> Image.Image:
-    lines = sketch_lines(inputs.sketch)
+def plain_sketch_to_image(store: ModelStore, inputs: BenchInputs, sketch: Image.Image) -> Image.Image:
+    lines = sketch_lines(sketch)
     control = torch.from_numpy(lines).permute(2, 0, 1).unsqueeze(0).to(device=store.device, dtype=store.dtype)
-    latent_side = inputs.size // LATENT_FACTOR
+    latent_side = sketch.width // LATENT_FACTOR
     noise = seeded_noise(inputs.seed, (1, 4, latent_side, latent_side), store.device, store.dtype)
     with store.model_call("sketch_to_image", gamma=inputs.gamma) as call:
         embeddings = encode_every_call(store.base, inputs.prompt)

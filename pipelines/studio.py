@@ -60,10 +60,12 @@ class Studio:
     @classmethod
     def load(cls, source: SourceName = "auto", *, model_dir: Path | str | None = None,
              device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
-             tasks: tuple[TaskName, ...] = ALL_TASKS, progress: ProgressCallback | None = None) -> Studio:
+             tasks: tuple[TaskName, ...] = ALL_TASKS, progress: ProgressCallback | None = None,
+             acceleration: Acceleration | None = None) -> Studio:
         """Load SD-Turbo from source ("auto", "hub", "local", "mini" or "tiny"), then the
         img2img-turbo tasks and the preview decoder on top of it, and apply the device's speed
-        settings (Studio.prepare); everything stays resident. A task whose weights cannot be had
+        settings (Studio.prepare; `acceleration` replaces them, for the benchmark's experiments);
+        everything stays resident. A task whose weights cannot be had
         is listed in `unavailable_tasks` with the reason, and its method raises with that reason."""
         report = progress or (lambda fraction, message: None)
         store = ModelStore.load(source, model_dir=model_dir, device=device, dtype=dtype,
@@ -74,7 +76,7 @@ class Studio:
         preview = preview_decoder_for(store.source, store.base.unet.config.out_channels, store.device, store.dtype)
         report(0.95, f"Live text previews: {preview.origin}" if preview.decoder is not None else
                f"Live text previews use the full VAE: {preview.origin}")
-        studio = cls.prepare(store, preview_decoder=preview.decoder)
+        studio = cls.prepare(store, preview_decoder=preview.decoder, acceleration=acceleration)
         report(1.0, f"Models are resident ({studio.acceleration.describe()})")
         return studio
 

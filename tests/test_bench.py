@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -101,9 +102,33 @@ def test_markdown_names_the_command_and_every_table(tiny_run: tuple[dict[str, An
     for task in BENCH_TASKS:
         assert f"`{task}`" in markdown
     assert "Issue 4 targets" not in markdown  # GPU-only section
+    assert "the Studio as the app loads it (attention=sdpa, channels_last=False, compile=off: Studio.load's" in markdown
+
+
+def test_a_source_is_benchmarked_as_the_app_loads_it(tmp_path: Path) -> None:
+    """--source loads ours with Studio.load and the baseline from the same weights in fp32; the
+    live sketch preview runs at the app's preview side for the device."""
+    threads = torch.get_num_threads()
+    try:
+        status = main(["--source", "tiny", "--device", "cpu", "--size", "256", "--repeats", "1", "--threads", "1",
+                       "--tasks", "text_to_image,sketch_to_image_preview", "--ablations", "none", "--no-flops",
+                       "--json", str(tmp_path / "report.json"), "--markdown", str(tmp_path / "report.md")])
+    finally:
+        torch.set_num_threads(threads)
+    assert status == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["config"]["source"] == "tiny" and report["config"]["preview_side"] == 256
+    assert [task["task"] for task in report["tasks"]] == ["text_to_image", "sketch_to_image_preview"]
+    for task in report["tasks"]:
+        assert task["errors"] == {}, task["errors"]
+        _check_measurement(task["ours"], repeats=1)
+        _check_measurement(task["baseline"], repeats=1)
+    assert report["ours_phase"]["tasks_installed"] == 6
+    assert "tiny weights" in (tmp_path / "report.md").read_text()
 
 
 @pytest.mark.parametrize("arguments", [["--tasks", "painting"], ["--size", "100"], ["--size", "0"],
+                                       ["--size", "2048"], ["--preview-side", "100"], ["--source", "nowhere"],
                                        ["--repeats", "0"], ["--ablations", "magic"], ["--ablations", "cuda_graphs"],
                                        ["--compile-mode", "fast"]])
 def test_bad_arguments_are_refused(arguments: list[str], capsys: pytest.CaptureFixture[str]) -> None:
