@@ -159,3 +159,19 @@ def test_bad_input_is_refused_before_training(dataset: Path, autoencoder_run: Pa
     with pytest.raises(runner.TrainingInputError, match="already holds a run of autoencoder"):
         training_main(["autoencoder", "--dataset", str(dataset), "--out", str(autoencoder_run), *TINY_VAE])
     assert not out.exists()
+
+
+def test_decoder_only_keeps_the_encoder_and_its_scaling_factor(dataset: Path, autoencoder_run: Path,
+                                                                tmp_path: Path) -> None:
+    start = AutoencoderKL.from_pretrained(autoencoder_run / "model", subfolder="vae")
+    out = tmp_path / "decoder"
+    training_main(["autoencoder", "--dataset", str(dataset), "--out", str(out), "--resolution", "32",
+                   "--steps", "3", "--batch-size", "4", "--lr", "1e-3", "--init", str(autoencoder_run / "model" / "vae"),
+                   "--decoder-only"])
+    tuned = AutoencoderKL.from_pretrained(out / "model", subfolder="vae")
+    assert tuned.config.scaling_factor == start.config.scaling_factor
+    for name, value in start.encoder.state_dict().items():
+        assert torch.equal(value, tuned.encoder.state_dict()[name]), name
+    assert any(not torch.equal(value, tuned.decoder.state_dict()[name]) for name, value in start.decoder.state_dict().items())
+    with pytest.raises(runner.TrainingInputError, match="--decoder-only needs --init"):
+        training_main(["autoencoder", "--dataset", str(dataset), "--out", str(tmp_path / "x"), "--decoder-only"])

@@ -48,6 +48,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--also", type=Path, nargs="+", default=[], metavar="DATASET",
                         help="more captioned folders to train on beside --dataset (e.g. scenes beside emoji, "
                              "so one VAE serves every task)")
+    parser.add_argument("--init", type=Path, default=None, metavar="VAE_DIR",
+                        help="start from a trained VAE folder (e.g. RUN/model/vae) instead of random weights; "
+                             "its architecture replaces --vae-channels, --layers-per-block and --norm-groups")
+    parser.add_argument("--decoder-only", action="store_true",
+                        help="with --init: train only the decoder (as SD's ft-MSE decoder was), so the latents, "
+                             "their scaling factor and a latent diffusion model trained on them stay valid")
 
 
 def vae_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -154,16 +160,22 @@ def main(args: argparse.Namespace) -> None:
         raise runner.TrainingInputError(f"--crop {crop} must be a multiple of 8 and at most --resolution {args.resolution}")
     device = runner.resolve_device(args.device)
     runner.check_out(args.out, RECIPE, args.resume)
-    config = vae_config(args)
+    if args.decoder_only and args.init is None:
+        raise runner.TrainingInputError("--decoder-only needs --init VAE_DIR (the VAE whose encoder is kept)")
+    config = vae_config(args) if args.init is None else dict(initial_vae_config(args.init))
     train = load_splits([args.dataset, *args.also], "train", args.resolution)
     torch.manual_seed(args.seed)
-    vae = AutoencoderKL(**config)
+    vae = AutoencoderKL(**config) if args.init is None else AutoencoderKL.from_pretrained(args.init)
+    if args.decoder_only:
+        vae.encoder.requires_grad_(False)
+        vae.quant_conv.requires_grad_(False)
     disc = PatchDiscriminator(args.disc_channels, args.disc_layers)
     runner.prepare_modules({"vae": vae, "disc": disc}, device)
     vae.train()
     disc.train()
     perceptual = load_perceptual(args.perceptual, device)
-    opt_vae = torch.optim.AdamW(vae.parameters(), lr=args.lr, betas=(0.5, 0.9), weight_decay=0.0)
+    trained = [parameter for parameter in vae.parameters() if parameter.requires_grad]
+    opt_vae = torch.optim.AdamW(trained, lr=args.lr, betas=(0.5, 0.9), weight_decay=0.0)
     opt_disc = torch.optim.AdamW(disc.parameters(), lr=args.lr, betas=(0.5, 0.9), weight_decay=0.0)
     last_layer = vae.decoder.conv_out.weight
     fixed = train.batch(torch.linspace(0, len(train) - 1, min(SAMPLE_COUNT, len(train))).long(), device)
@@ -213,10 +225,12 @@ def main(args: argparse.Namespace) -> None:
 
     def finish(model_dir: Path) -> dict[str, Any]:
         vae.eval()
-        std = latent_std(vae, train, device, args.seed, args.batch_size)
-        vae.register_to_config(scaling_factor=1.0 / std)
-        metrics: dict[str, Any] = {"latent_std": std, "scaling_factor": 1.0 / std,
-                                   "train_psnr_db": reconstruction_psnr(vae, train, device, args.batch_size)}
+        metrics: dict[str, Any] = {}
+        if not args.decoder_only:  # a kept encoder keeps its latents and their scaling factor
+            metrics["latent_std"] = latent_std(vae, train, device, args.seed, args.batch_size)
+            vae.register_to_config(scaling_factor=1.0 / metrics["latent_std"])
+        metrics.update({"scaling_factor": vae.config.scaling_factor,
+                        "train_psnr_db": reconstruction_psnr(vae, train, device, args.batch_size)})
         with_test = [dataset for dataset in [args.dataset, *args.also] if has_split(dataset, "test")]
         test = load_splits(with_test, "test", args.resolution) if with_test else None
         if test is not None:
@@ -237,6 +251,13 @@ def load_splits(datasets: list[Path], split: str, resolution: int) -> CaptionedI
     parts = [load_captioned_images(dataset, split, resolution) for dataset in datasets]
     return CaptionedImages(np.concatenate([part.images for part in parts]),
                            [caption for part in parts for caption in part.captions])
+
+
+def initial_vae_config(folder: Path) -> dict[str, Any]:
+    """The config of the --init VAE, with a clear error when the folder holds none."""
+    if not (folder / "config.json").is_file():
+        raise runner.TrainingInputError(f"--init {folder}: no config.json (give a VAE folder such as RUN/model/vae)")
+    return AutoencoderKL.load_config(folder)
 
 
 def has_split(dataset: Path, split: str) -> bool:
