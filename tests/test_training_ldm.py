@@ -124,7 +124,8 @@ def test_latent_diffusion_learns_and_serves_through_studio(dataset: Path, autoen
 
 def test_latent_diffusion_resume_equals_uninterrupted(dataset: Path, autoencoder_run: Path, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    common = ("--lr", "1e-3", "--batch-size", "8", "--checkpoint-every", "2", "--sample-every", "100")
+    common = ("--lr", "1e-3", "--batch-size", "8", "--checkpoint-every", "2", "--sample-every", "100",
+              "--max-images", "16")
     training_main(ldm_args(dataset, autoencoder_run, tmp_path / "a", "--steps", "4", *common))
     training_main(ldm_args(dataset, autoencoder_run, tmp_path / "b", "--steps", "2", *common))
     assert (tmp_path / "b" / "cache" / "train_posteriors.safetensors").is_file()

@@ -22,6 +22,13 @@ class CaptionedImages:
     def __len__(self) -> int:
         return len(self.images)
 
+    def spread(self, count: int | None) -> CaptionedImages:
+        """At most `count` images, evenly spaced over the set (all of them for None)."""
+        if count is None or count >= len(self):
+            return self
+        picked = np.linspace(0, len(self) - 1, count).round().astype(int)
+        return CaptionedImages(self.images[picked], [self.captions[i] for i in picked])
+
     def batch(self, indices: torch.Tensor, device: torch.device) -> torch.Tensor:
         """Float images N, 3, H, W in [-1, 1] on the device."""
         array = torch.from_numpy(self.images[indices.numpy()]).to(device)

@@ -42,6 +42,9 @@ VALIDATION_TIMESTEPS = (50, 250, 500, 750, 950)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     runner.add_common_arguments(parser, default_resolution=128, default_steps=20000, default_batch_size=32,
                                 default_lr=2e-4)
+    parser.add_argument("--max-images", type=runner.positive_int, default=None, metavar="N",
+                        help="train on N evenly spaced images of the train split (encoding them all takes "
+                             "minutes on a CPU; the encoded latents are cached in OUT/cache)")
     parser.add_argument("--vae", type=Path, required=True, metavar="RUN_OR_DIR",
                         help="the trained autoencoder: its run folder or a model folder with vae/")
     parser.add_argument("--unet-channels", default="64,128,192,256", help="block_out_channels, 4 values")
@@ -183,7 +186,7 @@ def train_latent_diffusion(args: argparse.Namespace, scratch: Path) -> None:
     if not 0 <= args.caption_dropout < 1:
         raise runner.TrainingInputError(f"--caption-dropout {args.caption_dropout} must be in [0, 1)")
     config = unet_config(args)
-    train = load_captioned_images(args.dataset, "train", args.resolution)
+    train = load_captioned_images(args.dataset, "train", args.resolution).spread(args.max_images)
     if not any(caption.strip() for caption in train.captions):
         raise runner.TrainingInputError(f"--dataset {args.dataset}: every caption of the train split is empty")
     vae_dir = runner.run_model_dir(args.vae, "vae")
