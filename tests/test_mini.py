@@ -24,7 +24,9 @@ from tests.mini_folder import write_fake_mini
 from tests.offline_hub import no_hub, set_offline  # noqa: F401  (no_hub is a fixture)
 from ui import build_app
 from ui.canvas import MIN_DISPLAY_SIDE
+from ui.examples import MINI_EDIT, MINI_TEXT
 from ui.layout import banner_html
+from ui.styles import NO_STYLE
 
 SIDE = 128
 MINI_TASKS = ("sketch_to_image", "day_to_night")
@@ -96,6 +98,10 @@ def test_the_ui_takes_its_sizes_from_mini(mini: Studio) -> None:
     assert (width.minimum, width.maximum, width.step, width.value) == (64, 256, 16, SIDE)
     assert built["sketch-canvas"].props["side"] == SIDE
     assert built["sketch-canvas"].props["display_side"] == MIN_DISPLAY_SIDE > SIDE
+    # examples name what mini was trained on, with no style preset
+    assert [row[0] for row in built["text-examples"].raw_samples] == [prompt for prompt, _ in MINI_TEXT]
+    assert {row[2] for row in built["sketch-examples"].raw_samples} == {NO_STYLE}
+    assert built["edit-examples"].raw_samples[0][1] == MINI_EDIT[0][1]
 
 
 def test_mini_banner_says_what_mini_is(mini: Studio) -> None:

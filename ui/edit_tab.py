@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 from PIL import Image, ImageChops
 
+from ui.examples import MINI_EDIT, for_source
 from ui.recall import History, history_panel, remembering, settings_drop, stamp, wire_recall
 from ui.widgets import (GPU_QUEUE, action, api_endpoint, api_image, example, photo_input, result_image, run_task,
                         seed_controls, webcam_input, webcam_stream)
@@ -74,7 +75,8 @@ def build(studio: Studio) -> None:
                 image = result_image("Result", "edit-output")
                 drop = settings_drop("edit-settings-drop")
         history: History = history_panel("edit-history")
-        gr.Examples(EXAMPLES, inputs=[photo, prompt, strength], label="Example photos", elem_id="edit-examples")
+        gr.Examples(for_source(studio, EXAMPLES, MINI_EDIT), inputs=[photo, prompt, strength], label="Example photos",
+                    elem_id="edit-examples")
         png = api_image("edit-api-output")
         api_mask = gr.Image(type="pil", image_mode=None, visible=False, elem_id="edit-api-mask")
 

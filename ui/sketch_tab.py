@@ -9,6 +9,7 @@ import gradio as gr
 from PIL import Image, ImageOps
 
 from ui.canvas import drawing_from, drawing_value, sketch_canvas
+from ui.examples import MINI_EDGE, MINI_SKETCH, for_source
 from ui.recall import history_panel, remembering, settings_drop, stamp, wire_recall
 from ui.styles import NO_STYLE, STYLES, apply_style
 from ui.widgets import (action, api_endpoint, api_image, example, live, photo_input, result_image, run_task,
@@ -63,8 +64,8 @@ def build_sketch_mode(studio: Studio, preview_side: int) -> None:
                 generate = gr.Button("Generate", variant="primary", elem_id="sketch-generate")
                 drop = settings_drop("sketch-settings-drop")
         history = history_panel("sketch-history")
-        gr.Examples(SKETCH_EXAMPLES, inputs=[upload, prompt, style], label="Example sketches",
-                    elem_id="sketch-examples")
+        gr.Examples(for_source(studio, SKETCH_EXAMPLES, MINI_SKETCH), inputs=[upload, prompt, style],
+                    label="Example sketches", elem_id="sketch-examples")
         png = api_image("sketch-api-output")
 
     def draw(drawing: str, prompt: str, style: str, gamma: float, seed: int) -> Image.Image | None:
@@ -122,7 +123,8 @@ def build_edge_mode(studio: Studio) -> None:
                 generate = gr.Button("Generate", variant="primary", elem_id="edge-generate")
                 drop = settings_drop("edge-settings-drop")
         history = history_panel("edge-history")
-        gr.Examples(EDGE_EXAMPLES, inputs=[photo, prompt, style], label="Example photos", elem_id="edge-examples")
+        gr.Examples(for_source(studio, EDGE_EXAMPLES, MINI_EDGE), inputs=[photo, prompt, style], label="Example photos",
+                    elem_id="edge-examples")
         png = api_image("edge-api-output")
 
     def follow(photo: Image.Image | None, prompt: str, style: str, low: int,

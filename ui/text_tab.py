@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 from PIL import Image
 
+from ui.examples import MINI_TEXT, for_source
 from ui.recall import history_panel, remembering, settings_drop, stamp, wire_recall
 from ui.widgets import action, api_endpoint, api_image, live, result_image, run_task, seed_controls
 
@@ -38,7 +39,8 @@ def build(studio: Studio) -> None:
                 image = result_image("Image", "text-output")
                 drop = settings_drop("text-settings-drop")
         history = history_panel("text-history")
-        gr.Examples(EXAMPLES, inputs=[prompt, seed], label="Examples", elem_id="text-examples")
+        gr.Examples(for_source(studio, EXAMPLES, MINI_TEXT), inputs=[prompt, seed], label="Examples",
+                    elem_id="text-examples")
         png = api_image("text-api-output")
 
     def text_to_image(prompt: str, seed: int, width: int, height: int) -> Image.Image:

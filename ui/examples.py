@@ -1,0 +1,33 @@
+"""Example rows for the mini source: prompts that name what its models were trained on (emoji
+concepts, drawn street scenes), without a style preset, whose words mini's text encoder never saw.
+The tabs keep their own rows for SD-Turbo (hub, local) and tiny, and take these for mini."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ui.styles import NO_STYLE
+from ui.widgets import example
+
+if TYPE_CHECKING:
+    from pipelines import Studio
+
+MINI_TEXT = [["a red heart", 7], ["a grinning cat", 42], ["a green apple", 1234]]
+MINI_SKETCH = [
+    [example("sketch_cat.png"), "a grinning cat", NO_STYLE],
+    [example("sketch_house.png"), "a house", NO_STYLE],
+    [example("sketch_mountains.png"), "a snow-capped mountain", NO_STYLE],
+]
+MINI_EDGE = [
+    [example("photo_mountain_lake.png"), "a snow-capped mountain", NO_STYLE],
+    [example("photo_day_street.png"), "a cityscape", NO_STYLE],
+]
+MINI_EDIT = [
+    [example("photo_day_street.png"), "a night with stars", 0.5],
+    [example("photo_mountain_lake.png"), "a sunrise over mountains", 0.6],
+]
+
+
+def for_source(studio: Studio, rows: list[list[Any]], mini_rows: list[list[Any]]) -> list[list[Any]]:
+    """mini_rows when the mini models are live, else the tab's own rows."""
+    return mini_rows if studio.source.active == "mini" else rows
