@@ -8,6 +8,7 @@ Screenshots and the latency benchmark go to test-artifacts/ (gitignored).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import statistics
@@ -17,12 +18,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from urllib.parse import urljoin
 
 import pytest
+from PIL import Image
 
 import app
 from pipelines import Studio
-from tests.conftest import free_port, serving
+from tests.conftest import free_port, pixel_distance, serving
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
@@ -44,14 +47,19 @@ class Call:
     task: str
     start: float  # time.time(), the clock the browser's Date.now() also reads
     end: float
+    prompt: object = None  # text_to_image: its prompt, whether it was a preview and what it returned
+    preview: bool = False
+    result: object = None
 
 
 class TimedStudio:
-    """The tiny Studio, recording when each task call starts and ends."""
+    """The tiny Studio, recording when each task call starts and ends; text_to_image can be made
+    slower than typing (text_delay_s) to show that live input never builds a backlog."""
 
     def __init__(self, studio: Studio) -> None:
         self.studio = studio
         self.calls: list[Call] = []
+        self.text_delay_s = 0.0
         self._lock = threading.Lock()
 
     def __getattr__(self, name: str) -> object:
@@ -61,11 +69,16 @@ class TimedStudio:
 
         def timed(*args: object, **kwargs: object) -> object:
             start = time.time()
+            result = None
             try:
-                return method(*args, **kwargs)
+                if name == "text_to_image":
+                    time.sleep(self.text_delay_s)
+                result = method(*args, **kwargs)
+                return result
             finally:
                 with self._lock:
-                    self.calls.append(Call(name, start, time.time()))
+                    self.calls.append(Call(name, start, time.time(), args[0] if args else None,
+                                           bool(kwargs.get("preview")), result))
 
         return timed
 
@@ -242,6 +255,45 @@ def test_each_tab_runs_its_example(page: object, tabs: tuple[str, ...], examples
     assert image_src(page, output) is None
     page.locator(f"#{examples} tbody tr").first.click()  # type: ignore[attr-defined]
     wait_for_new_image(page, output, None)
+
+
+def shown_image(page: object, elem_id: str) -> Image.Image:
+    """The image the output shows, fetched as the browser fetched it."""
+    src = image_src(page, elem_id)
+    assert src is not None
+    response = page.request.get(urljoin(page.url, src))  # type: ignore[attr-defined]
+    return Image.open(io.BytesIO(response.body())).convert("RGB")
+
+
+def test_typing_fast_never_builds_a_backlog_and_shows_the_last_text(page: object, timed_studio: TimedStudio) -> None:
+    """Each key press changes the prompt; with the model slower than the typing (0.5 s a call here)
+    only the newest waiting input runs next (latest wins), so the calls stay few and the last one
+    is the whole text, and that image is the one on screen. Live calls use the preview decoder."""
+    text = "a lighthouse on a cliff at dusk, oil painting"
+    open_tab(page, "Text to image")
+    prompt = page.locator("#text-prompt textarea")  # type: ignore[attr-defined]
+    timed_studio.text_delay_s = 0.5
+    try:
+        started = time.time()
+        prompt.press_sequentially(text, delay=30)
+        typed = time.time()
+        deadline = typed + WAIT_MS / 1000
+        while not [call for call in timed_studio.calls_since(started, "text_to_image") if call.prompt == text]:
+            assert time.time() < deadline, "the whole text never ran"
+            time.sleep(0.1)
+        time.sleep(1.5)  # anything still queued would start by now
+    finally:
+        timed_studio.text_delay_s = 0.0
+    calls = timed_studio.calls_since(started, "text_to_image")
+    assert calls[-1].prompt == text
+    # one call at a time, each >= 0.5 s: the typing time allows at most this many, plus the one
+    # running when typing ended and the one waiting behind it
+    assert len(calls) <= (typed - started) / 0.5 + 2, [call.prompt for call in calls]
+    assert len(calls) < len(text) / 3
+    assert all(call.preview for call in calls)
+    shown = shown_image(page, "text-output")
+    distances = [pixel_distance(shown, call.result) for call in calls]  # type: ignore[arg-type]
+    assert distances.index(min(distances)) == len(calls) - 1, distances
 
 
 # --- latency benchmark (item 8): numbers are reported, not asserted ------------------------------------
