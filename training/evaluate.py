@@ -101,16 +101,14 @@ def missing(reason: str) -> dict[str, Any]:
 
 
 def native_size(studio: Any) -> int:
-    """The base's native image side: UNet sample size times the VAE's downsampling."""
-    base = studio.store.base
-    return int(base.unet.config.sample_size) * 2 ** (len(base.vae.config.block_out_channels) - 1)
+    """The side the loaded model was trained at (the source's limits)."""
+    return int(studio.limits.native_side)
 
 
-def studio_size(requested: int) -> int:
-    """The nearest side the Studio's text_to_image accepts."""
-    from pipelines.checks import MAX_SIDE, MIN_SIDE
-
-    return max(MIN_SIDE, min(MAX_SIDE, requested))
+def studio_size(studio: Any, requested: int) -> int:
+    """The nearest side the Studio's text_to_image accepts for this source."""
+    limits = studio.limits
+    return max(limits.min_side, min(limits.max_side, requested))
 
 
 def spaced_indices(total: int, count: int) -> list[int]:
@@ -181,7 +179,7 @@ def evaluate_text_to_image(studio: Any, classifier: Classifier, args: argparse.N
     if not rows:
         return missing(f"no training caption of {args.emoji} names a concept the classifier knows")
     prompts, concepts = [caption for caption, _ in rows], [concept for _, concept in rows]
-    size = studio_size(args.size or native_size(studio))
+    size = studio_size(studio, args.size or native_size(studio))
     generated = np.stack([as_array(studio.text_to_image(prompt, seed=index, width=size, height=size))
                           for index, prompt in enumerate(prompts)])
     held_out = real_images(args.emoji, "test", args.resolution)
