@@ -123,6 +123,9 @@ def test_loss_falls_on_a_fixed_batch(tiny_dir: Path) -> None:
     losses = [training_step(model, discriminator, optimizers, perceptual, batch, LossWeights(), 1.0) for _ in range(8)]
     reconstruction = [entry["l2"] + 5 * entry["perceptual"] for entry in losses]
     assert max(reconstruction[-2:]) < 0.8 * reconstruction[0], reconstruction
+    before = [p.detach().clone() for p in discriminator.parameters()]
+    quiet = training_step(model, discriminator, optimizers, perceptual, batch, LossWeights(), 1.0, adversarial=False)
+    assert "gan" not in quiet and all(torch.equal(a, b) for a, b in zip(before, discriminator.parameters()))
 
 
 def test_controls_follow_the_app(tmp_path: Path) -> None:

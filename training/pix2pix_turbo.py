@@ -73,6 +73,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--perceptual", type=Path, default=None, metavar="CLASSIFIER_RUN",
                         help="a `classifier` run whose features give the perceptual loss (default: multi-scale L1)")
     parser.add_argument("--grad-clip", type=float, default=1.0)
+    parser.add_argument("--gan-start", type=int, default=0, metavar="STEP",
+                        help="train on reconstruction alone before this step, then add the GAN term and the "
+                             "discriminator (default 0, as upstream; on a small base a random discriminator "
+                             "can win early)")
 
 
 # --- data ------------------------------------------------------------------------------------------
@@ -210,26 +214,32 @@ class Batch:
 
 
 def training_step(model: Pix2PixTurbo, discriminator: nn.Module, optimizers: dict[str, torch.optim.Optimizer],
-                  perceptual: PerceptualLoss, batch: Batch, weights: LossWeights, clip: float) -> dict[str, float]:
-    """One generator update (reconstruction weighted by gamma, GAN not), then one discriminator update."""
+                  perceptual: PerceptualLoss, batch: Batch, weights: LossWeights, clip: float,
+                  adversarial: bool = True) -> dict[str, float]:
+    """One generator update (reconstruction weighted by gamma, GAN not), then one discriminator
+    update; with adversarial=False, the reconstruction terms alone and no discriminator update."""
     device = batch.target.device
     weight = batch.gamma if batch.gamma is not None else torch.ones(len(batch.target), device=device)
     with runner.autocast(device):
         fake = model(batch.control, batch.embeddings, batch.gamma, batch.noise).float()
         l2 = (weight * (fake - batch.target).pow(2).flatten(1).mean(1)).mean()
         percept = (weight * perceptual(fake, batch.target)).mean()
-        with frozen(discriminator):
-            gan = generator_gan_loss(discriminator(fake))
-        loss = weights.l2 * l2 + weights.perceptual * percept + weights.gan * gan
+        loss = weights.l2 * l2 + weights.perceptual * percept
+        if adversarial:
+            with frozen(discriminator):
+                gan = generator_gan_loss(discriminator(fake))
+            loss = loss + weights.gan * gan
     loss.backward()
     parameters = [p for group in optimizers["generator"].param_groups for p in group["params"]]
     torch.nn.utils.clip_grad_norm_(parameters, clip)
     optimizers["generator"].step()
     optimizers["generator"].zero_grad(set_to_none=True)
-    with runner.autocast(device):
-        d_loss = discriminator_step([discriminator], optimizers["discriminator"], [(batch.target, fake)], clip)
-    return {"loss": loss.item(), "l2": l2.item(), "perceptual": percept.item(), "gan": gan.item(),
-            "disc": d_loss.item()}
+    losses = {"loss": loss.item(), "l2": l2.item(), "perceptual": percept.item()}
+    if adversarial:
+        with runner.autocast(device):
+            d_loss = discriminator_step([discriminator], optimizers["discriminator"], [(batch.target, fake)], clip)
+        losses.update({"gan": gan.item(), "disc": d_loss.item()})
+    return losses
 
 
 def load_base(args: argparse.Namespace, scratch: Path, device: torch.device) -> tuple[SDTurbo, Path]:
@@ -282,7 +292,8 @@ def main(args: argparse.Namespace) -> None:
             noise = torch.randn((len(indices), 4, latent_side, latent_side), generator=draws).to(device)
         batch = Batch(control_batch(controls, indices, device), image_batch(targets, indices, device),
                       encode([captions[i] for i in indices.tolist()]), gamma, noise)
-        return training_step(model, discriminator, optimizers, perceptual, batch, weights, args.grad_clip)
+        return training_step(model, discriminator, optimizers, perceptual, batch, weights, args.grad_clip,
+                             adversarial=index >= args.gan_start)
 
     shown = torch.arange(min(SAMPLE_COUNT, len(targets)))
 
