@@ -162,7 +162,6 @@ def drawn_face(side: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarra
     fill = (face > 0) & ~cv2.dilate(lines.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
     colour = line_art.copy()
     colour[(face > 0) & ~lines] = FACE_YELLOW
-    colour[lines] = line_art[lines]
     return line_art, colour, lines, fill
 
 
