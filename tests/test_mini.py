@@ -190,3 +190,12 @@ def test_batch_takes_source_mini_and_its_default_size(mini_dir: Path, tmp_path: 
         settings = read_settings(image).settings
     assert settings.size == (SIDE, SIDE)
     assert settings.model == MINI_NAME
+
+
+def test_app_without_the_mini_folder_exits_with_the_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv(MINI_DIR_VARIABLE, str(tmp_path / "absent"))
+    with pytest.raises(SystemExit) as exited:
+        app.main(["--source", "mini", "--device", "cpu"])
+    assert exited.value.code == 2
+    assert f"the mini models are not at {tmp_path / 'absent'}" in capsys.readouterr().err
