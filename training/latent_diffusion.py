@@ -35,7 +35,7 @@ from training.tokenizer import build_caption_tokenizer
 
 RECIPE = "latent-diffusion"
 PROMPT_COUNT = 8
-VALIDATION_IMAGES = 256
+VALIDATION_IMAGES = 64
 VALIDATION_TIMESTEPS = (50, 250, 500, 750, 950)
 
 
