@@ -136,3 +136,23 @@ def test_bad_input_is_refused_before_training(teacher: Path, dataset: Path, tmp_
     with pytest.raises(TrainingInputError, match="--dataset"):
         run_recipe(teacher, tmp_path / "no-data", tmp_path / "c", 1)
     assert not any((tmp_path / name).exists() for name in ("a", "b", "c"))
+
+
+def test_a_decoder_fine_tune_ships_and_another_latent_space_is_refused(teacher: Path, dataset: Path,
+                                                                         tmp_path: Path) -> None:
+    from diffusers import AutoencoderKL
+
+    from training.runner import TrainingInputError
+
+    tuned = AutoencoderKL.from_pretrained(teacher, subfolder="vae")
+    with torch.no_grad():
+        tuned.decoder.conv_out.bias.add_(0.25)
+    tuned.save_pretrained(tmp_path / "tuned" / "vae")
+    run_recipe(teacher, dataset, tmp_path / "run", 1, "--vae", str(tmp_path / "tuned"))
+    shipped = AutoencoderKL.from_pretrained(tmp_path / "run" / "model", subfolder="vae")
+    assert torch.equal(shipped.decoder.conv_out.bias, tuned.decoder.conv_out.bias)
+    with torch.no_grad():
+        tuned.encoder.conv_in.bias.add_(0.25)
+    tuned.save_pretrained(tmp_path / "other" / "vae")
+    with pytest.raises(TrainingInputError, match="not the teacher's latent space"):
+        run_recipe(teacher, dataset, tmp_path / "refused", 1, "--vae", str(tmp_path / "other"))

@@ -42,7 +42,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from diffusers import UNet2DConditionModel
+from diffusers import AutoencoderKL, UNet2DConditionModel
 from torch import nn
 
 from models.running.sd_turbo import FINAL_TIMESTEP, SDTurbo
@@ -266,6 +266,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="gamma_t: snr+1 = 1/(1-abar_t), snr = abar_t/(1-abar_t) (default: %(default)s)")
     parser.add_argument("--logit-margin", type=float, default=UFOGenSettings.logit_margin,
                         help="no GAN gradient past this logit (default: %(default)s)")
+    parser.add_argument("--vae", type=Path, default=None, metavar="RUN_OR_DIR",
+                        help="a VAE in the teacher's latent space (same encoder, e.g. an autoencoder "
+                             "--decoder-only run) to decode the samples and to ship in OUT/model instead of the teacher's")
 
 
 def teacher_folder(teacher: Path) -> Path:
@@ -277,6 +280,20 @@ def teacher_folder(teacher: Path) -> Path:
         return check_local_dir(folder)
     except ValueError as error:
         raise TrainingInputError(f"--teacher {teacher}: {error}") from error
+
+
+def same_latent_space_vae(path: Path, teacher_vae: AutoencoderKL) -> AutoencoderKL:
+    """The --vae, refused unless its encoder and scaling factor equal the teacher's (so the latents
+    the generator learns are the ones this VAE decodes)."""
+    vae = AutoencoderKL.from_pretrained(run_model_dir(path, "vae"), subfolder="vae")
+    theirs = teacher_vae.state_dict()
+    differing = [name for name, value in vae.state_dict().items()
+                 if name.startswith(("encoder.", "quant_conv.")) and not torch.equal(value.cpu(), theirs[name].cpu())]
+    if differing or vae.config.scaling_factor != teacher_vae.config.scaling_factor:
+        raise TrainingInputError(f"--vae {path}: not the teacher's latent space (encoder tensors differ: "
+                                 f"{differing[:3] or 'none'}; scaling factor {vae.config.scaling_factor} vs "
+                                 f"{teacher_vae.config.scaling_factor}); train it with autoencoder --init --decoder-only")
+    return vae
 
 
 def settings_from(args: argparse.Namespace) -> UFOGenSettings:
@@ -368,6 +385,8 @@ def main(args: argparse.Namespace) -> None:
     torch.manual_seed(args.seed)
 
     base = load_sd_turbo(folder, device, torch.float32)
+    if args.vae is not None:
+        base.vae = same_latent_space_vae(args.vae, base.vae).to(device).eval().requires_grad_(False)
     prompts = sample_prompts(data.captions)
     latent_side = args.resolution // latent_factor(base)
     teacher_grids = teacher_references(base, prompts, latent_side, args.seed, args.out / "samples")
@@ -400,12 +419,13 @@ def main(args: argparse.Namespace) -> None:
         save_grid(one_step_images(base, ema_unet, text, SAMPLE_SEEDS, latent_side), path, len(prompts))
 
     def finish(model_dir: Path) -> dict[str, Any]:
-        save_model_folder(model_dir, unet=ema_unet, base_dir=folder, scheduler_config=None)
+        vae = base.vae if args.vae is not None else None
+        save_model_folder(model_dir, unet=ema_unet, vae=vae, base_dir=folder, scheduler_config=None)
         return {"teacher": str(folder), "sample_prompts": prompts}
 
     run_training(args, recipe=RECIPE, modules=modules,
                  optimizers={"unet": unet_optimizer, "discriminator": discriminator_optimizer},
                  step=step, sample=sample, finish=finish,
                  config={**asdict(settings), "teacher": str(folder), "text_encoder": "frozen (the teacher's)",
-                         "vae": "frozen (the teacher's)", "discriminator_lr": args.discriminator_lr or args.lr,
+                         "vae": str(args.vae) if args.vae else "frozen (the teacher's)", "discriminator_lr": args.discriminator_lr or args.lr,
                          "ema_decay": args.ema_decay, "sample_prompts": prompts})
