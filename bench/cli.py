@@ -15,7 +15,7 @@ from bench.report import to_json, to_markdown
 from bench.run import BenchConfig, run_benchmark
 from bench.tasks import BENCH_TASKS, BenchTask
 from models.running.devices import resolve_device, resolve_dtype
-from models.speed.acceleration import COMPILE_MODES, Acceleration
+from models.speed.acceleration import COMPILE_MODES, CONV_NETWORKS, Acceleration
 from models.weights.sources import resolve_source
 from models.weights.specs import SOURCE_NAMES
 from pipelines.limits import Limits
@@ -60,7 +60,8 @@ def parser() -> argparse.ArgumentParser:
                        help="torch.compile mode for ours, an experiment (default: what Studio.load applies on the "
                             "device: reduce-overhead on CUDA, off on CPU)")
     parse.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                       help="channels_last for ours, an experiment (default: what Studio.load applies on the device)")
+                       help="channels_last for all of ours' networks or none, an experiment (default: what "
+                            "Studio.load applies on the device)")
     parse.add_argument("--flops", action=argparse.BooleanOptionalAction, default=None,
                        help="count FLOPs per task for the physical floor (default: on for CUDA and --tiny)")
     parse.add_argument("--warm-up", action="store_true", help="run Studio.warm_up() before our first calls")
@@ -80,7 +81,8 @@ def config_from_args(args: argparse.Namespace, command: str) -> BenchConfig:
     defaults = Acceleration.for_device(device)
     acceleration = Acceleration(
         attention=defaults.attention,
-        channels_last=defaults.channels_last if args.channels_last is None else args.channels_last,
+        channels_last=(defaults.channels_last if args.channels_last is None
+                       else CONV_NETWORKS if args.channels_last else ()),
         compile_mode=args.compile_mode or defaults.compile_mode)
     ablations: list[AblationName] = (default_ablations(device) if args.ablations is None
                                      else _names(args.ablations, ABLATIONS, "--ablations"))  # type: ignore[assignment]

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from bench.build import build_store
-from models.speed.acceleration import (Acceleration, accelerate, merge_task, set_attention, set_channels_last,
-                                 unmerge_task)
+from models.speed.acceleration import (CONV_NETWORKS, Acceleration, accelerate, merge_task, set_attention,
+                                       set_channels_last, unmerge_task)
 from models.running.img2img_turbo import run_task
 from models.running.sd_turbo import FINAL_TIMESTEP
 from models.running.store import ModelStore
@@ -53,7 +53,7 @@ def test_channels_last_keeps_the_output_and_the_layout(store: ModelStore) -> Non
 
 def test_accelerate_keeps_the_image(store: ModelStore) -> None:
     before = text_to_image(store, "a lighthouse", seed=3, width=256, height=256)
-    accelerate(store, Acceleration(attention="sdpa", channels_last=True, compile_mode="off"))
+    accelerate(store, Acceleration(attention="sdpa", channels_last=CONV_NETWORKS, compile_mode="off"))
     assert pixel_distance(text_to_image(store, "a lighthouse", seed=3, width=256, height=256), before) < 1.0
 
 

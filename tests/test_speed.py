@@ -13,7 +13,7 @@ from diffusers import AutoencoderTiny
 from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 
 from bench.build import build_store
-from models.speed.acceleration import Acceleration, set_attention
+from models.speed.acceleration import CONV_NETWORKS, Acceleration, set_attention
 from models.speed.taesd import PREVIEW_FOLDER, TAESD_REPO, TINY_TAESD_CONFIG, preview_decoder_for
 from models.weights.sources import SourceInfo
 from pipelines import Studio
@@ -39,6 +39,11 @@ def test_load_applies_the_device_settings(studio: Studio) -> None:
     assert studio.acceleration == Acceleration.for_device(CPU)
     processors = studio.store.base.unet.attn_processors.values()
     assert processors and all(isinstance(processor, AttnProcessor2_0) for processor in processors)
+    # on the CPU channels_last pays for the VAE and TAESD, not for the UNet (bench/RESULTS.md)
+    channels_last = torch.channels_last
+    assert studio.store.base.vae.decoder.conv_in.weight.is_contiguous(memory_format=channels_last)
+    assert studio.preview_decoder.decoder.layers[0].weight.is_contiguous(memory_format=channels_last)
+    assert not studio.store.base.unet.conv_in.weight.is_contiguous(memory_format=channels_last)
 
 
 def test_prepare_sets_attention_and_memory_format_and_keeps_the_images(fresh_studio_parts: tuple) -> None:
@@ -46,7 +51,7 @@ def test_prepare_sets_attention_and_memory_format_and_keeps_the_images(fresh_stu
     set_attention([store.base.unet, store.base.vae], "classic")
     before = text_to_image(store, "a lighthouse", seed=3, width=256, height=256)
     before_preview = text_to_image(store, "a lighthouse", seed=3, width=256, height=256, preview_decoder=taesd)
-    studio = Studio.prepare(store, preview_decoder=taesd, acceleration=Acceleration(channels_last=True))
+    studio = Studio.prepare(store, preview_decoder=taesd, acceleration=Acceleration(channels_last=CONV_NETWORKS))
     for model in (store.base.unet, store.base.vae):
         assert all(isinstance(p, AttnProcessor2_0) for p in model.attn_processors.values())
     assert not any(isinstance(p, AttnProcessor) for p in store.base.unet.attn_processors.values())

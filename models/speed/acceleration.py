@@ -22,6 +22,8 @@ from models.running.store import ModelStore
 from models.running.task_model import TaskModel
 
 AttentionKind = Literal["sdpa", "classic"]
+ConvNetwork = Literal["unet", "vae", "preview_decoder"]  # "vae" includes the tasks' skip convs
+CONV_NETWORKS: tuple[ConvNetwork, ...] = ("unet", "vae", "preview_decoder")
 CompileMode = Literal["off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 COMPILE_MODES: tuple[CompileMode, ...] = ("off", "default", "reduce-overhead", "max-autotune",
                                           "max-autotune-no-cudagraphs")
@@ -36,25 +38,28 @@ class Acceleration:
 
     attention: "sdpa" is torch's fused scaled_dot_product_attention (diffusers' default),
     "classic" the explicit softmax(QK^T)V of diffusers' AttnProcessor.
+    channels_last: the networks whose weights (and so activations) are stored NHWC.
     compile_mode: torch.compile's mode; "reduce-overhead" adds CUDA graphs, which pay off only
     where shapes stay fixed (a new image size records new graphs).
     """
 
     attention: AttentionKind = "sdpa"
-    channels_last: bool = False
+    channels_last: tuple[ConvNetwork, ...] = ()
     compile_mode: CompileMode = "off"
 
     @classmethod
     def for_device(cls, device: torch.device) -> Acceleration:
-        """The defaults: everything on CUDA; on the CPU only SDPA (in this project's CPU runs
-        channels_last slowed the UNet and did not help the VAE consistently, and compiling took
-        over a minute per task even for the tiny models: see bench/RESULTS.md)."""
+        """The defaults: everything on CUDA; on the CPU SDPA and channels_last for the VAE and the
+        preview decoder only (measured on this project's CPU with the calls alternating:
+        channels_last sped up the VAE decoder 1.42x, its encoder 1.21x and TAESD 1.15x but slowed
+        the UNet, 0.93x), and no compile (over a minute per task even for the tiny models): see
+        bench/RESULTS.md."""
         if device.type == "cuda":
-            return cls(attention="sdpa", channels_last=True, compile_mode="reduce-overhead")
-        return cls(attention="sdpa", channels_last=False, compile_mode="off")
+            return cls(attention="sdpa", channels_last=CONV_NETWORKS, compile_mode="reduce-overhead")
+        return cls(attention="sdpa", channels_last=("vae", "preview_decoder"), compile_mode="off")
 
     def describe(self) -> str:
-        parts = [f"attention={self.attention}", f"channels_last={self.channels_last}",
+        parts = [f"attention={self.attention}", f"channels_last={'+'.join(self.channels_last) or 'none'}",
                  f"compile={self.compile_mode}"]
         return ", ".join(parts)
 
@@ -94,10 +99,11 @@ def accelerate(store: ModelStore, acceleration: Acceleration, preview_decoder: A
     decoder. Call once, after the tasks are installed and before serving."""
     base = store.base
     set_attention([base.unet, base.vae], acceleration.attention)
-    convolutional = [base.unet, base.vae, *(task.skips for task in store.tasks.values())]
-    if preview_decoder is not None:
-        convolutional.append(preview_decoder)
-    set_channels_last(convolutional, acceleration.channels_last)
+    networks: dict[ConvNetwork, list[nn.Module]] = {
+        "unet": [base.unet], "vae": [base.vae, *(task.skips for task in store.tasks.values())],
+        "preview_decoder": [preview_decoder] if preview_decoder is not None else []}
+    for name, modules in networks.items():
+        set_channels_last(modules, name in acceleration.channels_last)
     compiled = [base.unet, *vae_blocks(base.vae)]
     if preview_decoder is not None:
         compiled.append(preview_decoder.decoder)
