@@ -65,6 +65,9 @@ def parser() -> argparse.ArgumentParser:
     parse.add_argument("--flops", action=argparse.BooleanOptionalAction, default=None,
                        help="count FLOPs per task for the physical floor (default: on for CUDA and --tiny)")
     parse.add_argument("--warm-up", action="store_true", help="run Studio.warm_up() before our first calls")
+    parse.add_argument("--paired", action="store_true",
+                       help="keep ours and the baseline resident together and alternate their calls, so load from "
+                            "other processes falls on both alike (a shared CPU); needs memory for both")
     parse.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     parse.add_argument("--tiny", action="store_true", help="tiny random models (the CI smoke; seconds)")
     parse.add_argument("--preview-side", type=int,
@@ -108,7 +111,8 @@ def config_from_args(args: argparse.Namespace, command: str) -> BenchConfig:
     return BenchConfig(device=device, dtype=resolve_dtype(args.dtype, device), size=size, repeats=repeats,
                        tasks=tasks, ablations=ablations, acceleration=acceleration,
                        scale="tiny" if args.tiny else "full", count_flops=count_flops, warm_up=args.warm_up,
-                       command=command, preview_side=preview_side, source=args.source, model_dir=args.model_dir)
+                       command=command, preview_side=preview_side, source=args.source, model_dir=args.model_dir,
+                       paired=args.paired)
 
 
 def main(argv: list[str] | None = None) -> int:

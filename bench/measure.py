@@ -97,3 +97,21 @@ def measure(call: Callable[[], object], *, repeats: int, device: torch.device) -
     first = timed(call, device)
     times = tuple(timed(call, device) for _ in range(repeats))
     return Measurement(first, times, peak_memory(device))
+
+
+def measure_pair(first: Callable[[], object], second: Callable[[], object], *, repeats: int,
+                 device: torch.device) -> tuple[Measurement, Measurement]:
+    """Two configurations called in turn (first, second, first, second, ...), each once cold and
+    then `repeats` times, so that load from other processes on a shared machine falls on both
+    alike. Peak memory is the process's over all of the calls, with both configurations resident."""
+    if repeats < 1:
+        raise ValueError(f"repeats={repeats} must be at least 1")
+    reset_peak_memory(device)
+    cold = (timed(first, device), timed(second, device))
+    first_times: list[float] = []
+    second_times: list[float] = []
+    for _ in range(repeats):
+        first_times.append(timed(first, device))
+        second_times.append(timed(second, device))
+    peak = peak_memory(device)
+    return Measurement(cold[0], tuple(first_times), peak), Measurement(cold[1], tuple(second_times), peak)

@@ -138,6 +138,9 @@ def to_markdown(report: BenchReport) -> str:
         "- Baseline: fp32, eager, diffusers' default attention (SDPA), contiguous memory format",
         f"- Each configuration: one first (cold) call, then {config.repeats} timed calls; median and p95 over "
         f"those; images/s = 1 / median. Peak memory: {report.memory_kind} over all of its calls.",
+        *(["- Paired: ours and the baseline were resident together and their calls alternated (ours, baseline, "
+           "ours, ...), so load from other processes fell on both alike; peak memory and the baseline's resident "
+           "figure include both"] if config.paired else []),
         f"- Matmul rate measured here: {matmul}",
     ]
     for name, phase in (("ours", report.ours_phase), ("baseline", report.baseline_phase)):

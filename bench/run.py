@@ -20,7 +20,7 @@ from bench.ablations import (Ablation, AblationName, NotMeasured, ablation_store
                              run_ablations)
 from bench.build import Scale, build_preview_decoder, build_store, diffusers_pipelines
 from bench.hardware import MatmulRate, device_description, library_versions, matmul_rate, precision_flags
-from bench.measure import Measurement, current_memory, measure, memory_kind, timed
+from bench.measure import Measurement, current_memory, measure, measure_pair, memory_kind, timed
 from bench.tasks import (BASELINE_LABELS, Baseline, BenchInputs, BenchTask, baseline_call, ours_call,
                          store_tasks)
 from models.running.store import ModelStore
@@ -48,6 +48,7 @@ class BenchConfig:
     preview_side: int = 256  # the live sketch preview side (the app's default for the device)
     source: SourceName | None = None  # real weights from this source instead of random ones
     model_dir: Path | None = None
+    paired: bool = False  # ours and the baseline resident together, their calls alternating
     count_flops: bool = False
     warm_up: bool = False
     command: str = ""
@@ -104,7 +105,9 @@ class BenchReport:
 
 
 def run_benchmark(config: BenchConfig, progress: Progress = lambda message: None) -> BenchReport:
-    """Run every phase; progress receives one line per finished step."""
+    """Run every phase; progress receives one line per finished step. Without `paired`, ours is
+    measured and freed before the baseline is built; with it, both stay resident and their calls
+    alternate. FLOPs and the ablations run on the baseline's store last."""
     start = time.perf_counter()
     report = BenchReport(
         config=config, date=datetime.now(timezone.utc).strftime("%Y-%m-%d"),
@@ -115,9 +118,26 @@ def run_benchmark(config: BenchConfig, progress: Progress = lambda message: None
         not_measured=not_measured_reasons(config.ablations, config.device))
     inputs = BenchInputs(config.size, config.preview_side)
     progress(", ".join(f"matmul {rate.dtype} {rate.tflops:.3g} TFLOP/s" for rate in report.matmul))
-    report.ours_phase = run_ours(config, inputs, report.tasks, progress)
+    studio: Studio | None
+    studio, report.ours_phase = build_ours_phase(config, progress)
+    if not config.paired:
+        for result in report.tasks:
+            result.ours = _measured(lambda: ours_call(result.task, studio, inputs), config, result, "ours")
+            progress(_summary("ours", result.task, result.ours, result.errors.get("ours")))
+        studio = None
+        release_memory(config.device)
+    baseline, preview_decoder, report.baseline_phase = build_baseline_phase(config, progress)
+    for result in report.tasks:
+        if studio is None:
+            result.baseline = _measured(lambda: baseline_call(result.task, baseline, inputs), config, result,
+                                        "baseline")
+        else:
+            _measured_pair(studio, baseline, inputs, config, result)
+            progress(_summary("ours", result.task, result.ours, result.errors.get("ours")))
+        progress(_summary("baseline", result.task, result.baseline, result.errors.get("baseline")))
+    studio = None
     release_memory(config.device)
-    report.baseline_phase = run_baseline(config, inputs, report, progress)
+    run_extras(config, report, baseline.store, preview_decoder, inputs, progress)
     release_memory(config.device)
     report.total_s = time.perf_counter() - start
     return report
@@ -160,8 +180,8 @@ def build_plain(config: BenchConfig, tasks: list[TaskName]) -> tuple[ModelStore,
     return store, preview_decoder_for(store.source, latent_channels, config.device, torch.float32).decoder
 
 
-def run_ours(config: BenchConfig, inputs: BenchInputs, results: list[TaskResult], progress: Progress) -> PhaseInfo:
-    """Load the Studio as the app does (all six img2img-turbo tasks resident), measure."""
+def build_ours_phase(config: BenchConfig, progress: Progress) -> tuple[Studio, PhaseInfo]:
+    """Load the Studio as the app does (all six img2img-turbo tasks resident), warm it up if asked."""
     build_start = time.perf_counter()
     studio = build_ours(config)
     phase = PhaseInfo(time.perf_counter() - build_start, current_memory(config.device), len(studio.store.tasks))
@@ -169,25 +189,26 @@ def run_ours(config: BenchConfig, inputs: BenchInputs, results: list[TaskResult]
     if config.warm_up:
         phase.warm_up_s = timed(lambda: studio.warm_up(config.preview_side), config.device)
         progress(f"ours: Studio.warm_up {phase.warm_up_s:.1f} s")
-    for result in results:
-        result.ours = _measured(lambda: ours_call(result.task, studio, inputs), config, result, "ours")
-        progress(_summary("ours", result.task, result.ours, result.errors.get("ours")))
-    return phase
+    return studio, phase
 
 
-def run_baseline(config: BenchConfig, inputs: BenchInputs, report: BenchReport, progress: Progress) -> PhaseInfo:
-    """Build the plain fp32 store, measure the baseline, count FLOPs, then the ablations."""
+def build_baseline_phase(config: BenchConfig,
+                         progress: Progress) -> tuple[Baseline, AutoencoderTiny | None, PhaseInfo]:
+    """The plain fp32 store with the tasks the baseline and the ablations need, and diffusers'
+    pipelines on it."""
     build_start = time.perf_counter()
     needed = store_tasks(config.tasks)
     needed += [task for task in ablation_store_tasks(config.ablations) if task not in needed]
     store, preview_decoder = build_plain(config, needed)
     text_to_image, image_to_image = diffusers_pipelines(store.base)
-    baseline = Baseline(store, text_to_image, image_to_image)
     phase = PhaseInfo(time.perf_counter() - build_start, current_memory(config.device), len(store.tasks))
     progress(f"baseline: built in {phase.build_s:.1f} s")
-    for result in report.tasks:
-        result.baseline = _measured(lambda: baseline_call(result.task, baseline, inputs), config, result, "baseline")
-        progress(_summary("baseline", result.task, result.baseline, result.errors.get("baseline")))
+    return Baseline(store, text_to_image, image_to_image), preview_decoder, phase
+
+
+def run_extras(config: BenchConfig, report: BenchReport, store: ModelStore, preview_decoder: AutoencoderTiny | None,
+               inputs: BenchInputs, progress: Progress) -> None:
+    """FLOPs per task (our code on the baseline's store) and the ablations."""
     if config.count_flops:
         store.prompt_embeddings(inputs.prompt)  # cached, as in our runs
         plain = Studio(store, preview_decoder=preview_decoder)
@@ -200,7 +221,6 @@ def run_baseline(config: BenchConfig, inputs: BenchInputs, report: BenchReport, 
     names = [name for name in config.ablations if name != "taesd" or preview_decoder is not None]
     report.ablations = run_ablations(store, preview_decoder, inputs, names, repeats=config.repeats,
                                      half=config.half, progress=progress)
-    return phase
 
 
 def _summary(side: str, task: BenchTask, measurement: Measurement | None, error: str | None) -> str:
@@ -219,6 +239,17 @@ def _measured(make_call: Callable[[], Callable[[], object]], config: BenchConfig
     except Exception as error:  # reported in the results table with its type and message
         result.errors[side] = f"{type(error).__name__}: {error}"
         return None
+
+
+def _measured_pair(studio: Studio, baseline: Baseline, inputs: BenchInputs, config: BenchConfig,
+                   result: TaskResult) -> None:
+    """Ours and the baseline of one task, their calls alternating; a failure is recorded."""
+    try:
+        result.ours, result.baseline = measure_pair(ours_call(result.task, studio, inputs),
+                                                    baseline_call(result.task, baseline, inputs),
+                                                    repeats=config.repeats, device=config.device)
+    except Exception as error:  # reported in the results table with its type and message
+        result.errors["ours"] = result.errors["baseline"] = f"{type(error).__name__}: {error}"
 
 
 def count_flops(call: Callable[[], object]) -> float:

@@ -14,7 +14,7 @@ import torch
 from bench.ablations import ABLATIONS, default_ablations, not_measured_reasons
 from bench.cli import main
 from bench.hardware import MatmulRate
-from bench.measure import Measurement
+from bench.measure import Measurement, measure_pair
 from bench.report import to_markdown
 from bench.run import BenchConfig, BenchReport, PhaseInfo, TaskResult
 from bench.tasks import BENCH_TASKS
@@ -107,11 +107,11 @@ def test_markdown_names_the_command_and_every_table(tiny_run: tuple[dict[str, An
 
 def test_a_source_is_benchmarked_as_the_app_loads_it(tmp_path: Path) -> None:
     """--source loads ours with Studio.load and the baseline from the same weights in fp32; the
-    live sketch preview runs at the app's preview side for the device."""
+    live sketch preview runs at the app's preview side for the device; --paired alternates them."""
     threads = torch.get_num_threads()
     try:
         status = main(["--source", "tiny", "--device", "cpu", "--size", "256", "--repeats", "1", "--threads", "1",
-                       "--tasks", "text_to_image,sketch_to_image_preview", "--ablations", "none", "--no-flops",
+                       "--tasks", "text_to_image,sketch_to_image_preview", "--ablations", "none", "--no-flops", "--paired",
                        "--json", str(tmp_path / "report.json"), "--markdown", str(tmp_path / "report.md")])
     finally:
         torch.set_num_threads(threads)
@@ -124,7 +124,8 @@ def test_a_source_is_benchmarked_as_the_app_loads_it(tmp_path: Path) -> None:
         _check_measurement(task["ours"], repeats=1)
         _check_measurement(task["baseline"], repeats=1)
     assert report["ours_phase"]["tasks_installed"] == 6
-    assert "tiny weights" in (tmp_path / "report.md").read_text()
+    markdown = (tmp_path / "report.md").read_text()
+    assert "tiny weights" in markdown and "- Paired: ours and the baseline were resident together" in markdown
 
 
 @pytest.mark.parametrize("arguments", [["--tasks", "painting"], ["--size", "100"], ["--size", "0"],
@@ -167,3 +168,12 @@ def test_gpu_report_checks_the_issue_targets() -> None:
     assert "| `edit` speed-up | >= 5x | 2.00x | **no** |" in markdown
     assert "<= 7 GB | 3.90 GB | yes |" in markdown
     assert "| `text_to_image` | 3.160 | 4.5 | 222 | 100 | 45% |" in markdown  # floor: 3.16 TFLOP / 700 TFLOP/s
+
+
+def test_paired_calls_alternate() -> None:
+    order: list[str] = []
+    ours, baseline = measure_pair(lambda: order.append("ours"), lambda: order.append("baseline"), repeats=2,
+                                  device=torch.device("cpu"))
+    assert order == ["ours", "baseline"] * 3  # one cold pair, then two timed pairs
+    assert len(ours.times_s) == len(baseline.times_s) == 2
+    assert ours.peak_memory_bytes == baseline.peak_memory_bytes
