@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 from dataclasses import fields, is_dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -175,7 +176,7 @@ def to_json(report: BenchReport) -> str:
 
 def plain(value: Any) -> Any:
     """Dataclasses (with their computed properties), lists and dicts as JSON values; torch devices
-    and dtypes as their names."""
+    and dtypes as their names, paths as text."""
     if is_dataclass(value) and not isinstance(value, type):
         data = {item.name: plain(getattr(value, item.name)) for item in fields(value)}
         properties = inspect.getmembers(type(value), lambda member: isinstance(member, property))
@@ -185,6 +186,6 @@ def plain(value: Any) -> Any:
         return [plain(item) for item in value]
     if isinstance(value, dict):
         return {str(key): plain(item) for key, item in value.items()}
-    if isinstance(value, (torch.device, torch.dtype)):
+    if isinstance(value, (torch.device, torch.dtype, Path)):
         return str(value)
     return value

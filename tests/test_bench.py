@@ -19,6 +19,7 @@ from bench.report import to_markdown
 from bench.run import BenchConfig, BenchReport, PhaseInfo, TaskResult
 from bench.tasks import BENCH_TASKS
 from models.speed.acceleration import Acceleration
+from tests.mini_folder import write_fake_mini
 
 
 @pytest.fixture(scope="module")
@@ -106,26 +107,32 @@ def test_markdown_names_the_command_and_every_table(tiny_run: tuple[dict[str, An
 
 
 def test_a_source_is_benchmarked_as_the_app_loads_it(tmp_path: Path) -> None:
-    """--source loads ours with Studio.load and the baseline from the same weights in fp32; the
-    live sketch preview runs at the app's preview side for the device; --paired alternates them."""
+    """--source mini --model-dir loads ours with Studio.load and the baseline from the same weights
+    in fp32, at the source's native side, with the live sketch preview at the app's preview side
+    for the device; --paired alternates them. A source without a preview decoder says so."""
+    mini = write_fake_mini(tmp_path / "mini", native_side=128)
     threads = torch.get_num_threads()
     try:
-        status = main(["--source", "tiny", "--device", "cpu", "--size", "256", "--repeats", "1", "--threads", "1",
-                       "--tasks", "text_to_image,sketch_to_image_preview", "--ablations", "none", "--no-flops", "--paired",
+        status = main(["--source", "mini", "--model-dir", str(mini), "--device", "cpu", "--repeats", "1",
+                       "--threads", "1", "--tasks", "text_to_image,text_to_image_preview,sketch_to_image_preview",
+                       "--ablations", "taesd", "--no-flops", "--paired",
                        "--json", str(tmp_path / "report.json"), "--markdown", str(tmp_path / "report.md")])
     finally:
         torch.set_num_threads(threads)
     assert status == 0
     report = json.loads((tmp_path / "report.json").read_text())
-    assert report["config"]["source"] == "tiny" and report["config"]["preview_side"] == 256
-    assert [task["task"] for task in report["tasks"]] == ["text_to_image", "sketch_to_image_preview"]
-    for task in report["tasks"]:
-        assert task["errors"] == {}, task["errors"]
-        _check_measurement(task["ours"], repeats=1)
-        _check_measurement(task["baseline"], repeats=1)
+    assert report["config"]["source"] == "mini"
+    assert (report["config"]["size"], report["config"]["preview_side"]) == (128, 64)
+    results = {task["task"]: task for task in report["tasks"]}
+    for name in ("text_to_image", "sketch_to_image_preview"):
+        assert results[name]["errors"] == {}, results[name]["errors"]
+        _check_measurement(results[name]["ours"], repeats=1)
+        _check_measurement(results[name]["baseline"], repeats=1)
+    assert "no preview decoder" in results["text_to_image_preview"]["errors"]["ours"]
+    assert {"optimisation": "taesd", "reason": "this source has no preview decoder"} in report["not_measured"]
     assert report["ours_phase"]["tasks_installed"] == 6
     markdown = (tmp_path / "report.md").read_text()
-    assert "tiny weights" in markdown and "- Paired: ours and the baseline were resident together" in markdown
+    assert f"mini weights from {mini}" in markdown and "- Paired: ours and the baseline were resident" in markdown
 
 
 @pytest.mark.parametrize("arguments", [["--tasks", "painting"], ["--size", "100"], ["--size", "0"],

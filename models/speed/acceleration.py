@@ -50,9 +50,9 @@ class Acceleration:
     @classmethod
     def for_device(cls, device: torch.device) -> Acceleration:
         """The defaults: everything on CUDA; on the CPU SDPA and channels_last for the VAE and the
-        preview decoder only (measured on this project's CPU with the calls alternating:
-        channels_last sped up the VAE decoder 1.42x, its encoder 1.21x and TAESD 1.15x but slowed
-        the UNet, 0.93x), and no compile (over a minute per task even for the tiny models): see
+        preview decoder only (measured on this project's CPU with the calls alternating, two
+        runs: VAE decoder 1.07x and 1.42x, encoder 1.05x and 1.21x, TAESD 1.10x and 1.15x, the UNet
+        0.97x and 0.93x), and no compile (over a minute per task even for the tiny models): see
         bench/RESULTS.md."""
         if device.type == "cuda":
             return cls(attention="sdpa", channels_last=CONV_NETWORKS, compile_mode="reduce-overhead")
