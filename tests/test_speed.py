@@ -179,3 +179,17 @@ def test_offline_and_not_cached_means_the_full_vae(tmp_path: Path, monkeypatch: 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     found = preview_decoder_for(SourceInfo("hub", "hub", "test"), 4, CPU, torch.float32)
     assert found.decoder is None and TAESD_REPO in found.origin
+
+
+# --- item 3: live events keep only the newest input ----------------------------------------------
+
+def test_every_live_event_keeps_only_the_newest_input_and_shares_one_model_queue(studio: Studio) -> None:
+    """The browser test shows the behaviour for typing; this pins the wiring of every live event."""
+    from ui import build_app
+
+    demo = build_app(studio, queue_size=2)
+    live = [fn for fn in demo.fns.values() if fn.api_name and fn.api_name.startswith("live_")]
+    assert {fn.api_name for fn in live} >= {"live_preview", "live_draw", "live_follow"}
+    for fn in live:
+        assert (fn.trigger_mode, fn.concurrency_id, fn.concurrency_limit) == ("always_last", "gpu", "default")
+    assert demo._queue.default_concurrency_limit == 1
