@@ -1,6 +1,7 @@
 """Measure a model folder's quality on held-out data with the project's own classifier.
 
-Loads MODEL_DIR as the app does (`Studio.load(source="local")`) and measures, on the TEST splits:
+Loads MODEL_DIR as the app does (`Studio.load`: source `mini` for an export, else `local`) and
+measures, on the TEST splits:
 - text to image, one step: is the prompted concept in the classifier's top 1 / top 5; Frechet
   distance (classifier features) of one-step images vs held-out real images; with --teacher (a
   latent-diffusion run or model folder) the same for its multi-step DDIM samples (diffusers'
@@ -377,6 +378,14 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(temp, path)
 
 
+def source_for(model_dir: Path) -> str:
+    """`mini` for a folder `python -m training export` wrote (its native side and tasks are its own,
+    as the app serves it with --source mini), else `local` (SD-Turbo's layout and limits)."""
+    from models.weights.sources import EXPORT_RECORD
+
+    return "mini" if (model_dir / EXPORT_RECORD).is_file() else "local"
+
+
 def main(args: argparse.Namespace) -> None:
     from pipelines.studio import Studio
 
@@ -387,7 +396,7 @@ def main(args: argparse.Namespace) -> None:
     if args.out.suffix.lower() != ".json":
         raise runner.TrainingInputError(f"--out {args.out}: give a .json path (the .md table is written beside it)")
     classifier = load_classifier(args.classifier, device)
-    studio = Studio.load(source="local", model_dir=args.model_dir, device=device)
+    studio = Studio.load(source=source_for(args.model_dir), model_dir=args.model_dir, device=device)
     checks: list[Check] = []
     sections: dict[str, Callable[[], dict[str, Any]]] = {
         "text_to_image": lambda: evaluate_text_to_image(studio, classifier, args, checks),
