@@ -13,6 +13,8 @@ from diffusers import AutoencoderTiny
 from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 
 from bench.build import build_store
+from models.running.img2img_turbo import run_task
+from models.running.store import ModelStore
 from models.speed.acceleration import CONV_NETWORKS, Acceleration, set_attention
 from models.speed.taesd import PREVIEW_FOLDER, TAESD_REPO, TINY_TAESD_CONFIG, preview_decoder_for
 from models.weights.sources import SourceInfo
@@ -50,6 +52,7 @@ def test_prepare_sets_attention_and_memory_format_and_keeps_the_images(fresh_stu
     store, taesd = fresh_studio_parts
     set_attention([store.base.unet, store.base.vae], "classic")
     before = text_to_image(store, "a lighthouse", seed=3, width=256, height=256)
+    edge_before = edge_forward(store)
     before_preview = text_to_image(store, "a lighthouse", seed=3, width=256, height=256, preview_decoder=taesd)
     studio = Studio.prepare(store, preview_decoder=taesd, acceleration=Acceleration(channels_last=CONV_NETWORKS))
     for model in (store.base.unet, store.base.vae):
@@ -63,6 +66,15 @@ def test_prepare_sets_attention_and_memory_format_and_keeps_the_images(fresh_stu
     assert pixel_distance(studio.text_to_image("a lighthouse", seed=3, width=256, height=256), before) < 1.0
     after_preview = studio.text_to_image("a lighthouse", seed=3, width=256, height=256, preview=True)
     assert pixel_distance(after_preview, before_preview) < 1.0
+    # a task's forward (skip convs, adapters) on a random control; the tiny random VAE's GroupNorms
+    # amplify rounding on near-constant inputs, so tests comparing with a reference load NCHW
+    torch.testing.assert_close(edge_forward(store), edge_before, atol=2e-3, rtol=0)
+
+
+def edge_forward(store: ModelStore) -> torch.Tensor:
+    control = (torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1)) > 0.9).float()
+    with store.model_call("edge_to_image") as call:
+        return run_task(call, control, store.prompt_embeddings("a cat"))
 
 
 # --- item 1: warm-up at the served shapes --------------------------------------------------------
