@@ -223,12 +223,15 @@ def test_evaluate_measures_present_tasks_and_reports_absent_ones_as_missing(eval
     night = results["translation"]["day_to_night"]
     assert night["status"] == "measured" and 0 <= night["success_rate"] <= 1 and 0 <= night["edge_agreement"] <= 1
     assert night["inputs"].endswith("paired/day_night") and night["reference"]["identity_psnr"] < 100
+    ceiling = night["reference"]["edge_agreement"]  # the input's edges against the same scene at night
+    assert 0 <= ceiling <= 1
     assert set(results["missing"]) == {"edge_to_image", "night_to_day", "clear_to_rainy", "rainy_to_clear"}
     assert "was not found" in results["missing"]["night_to_day"]
     assert results["edit"]["status"] == "measured"
     assert set(results["edit"]["strengths"]) == {"0.2", "0.4", "0.6", "0.8", "1.0"}
     measures = {(check["task"], check["measure"]) for check in results["checks"]}
     assert ("day_to_night", "classified night (classifier)") in measures
+    assert ("day_to_night", f"edge agreement with the input (the same scene rendered night: {ceiling:.2f})") in measures
     assert ("text_to_image", "prompted concept in top 5 (classifier)") in measures
     table = out.with_suffix(".md").read_text()
     assert results["classifier"]["sha256"][:16] in table and "missing" in table and "| day_to_night |" in table
