@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
-from torch.func import functional_call
 from transformers import CLIPTextModel, CLIPTokenizer
+
+from models.running.swapped import swapped_parameters
 
 FINAL_TIMESTEP = 999
 
@@ -46,13 +47,9 @@ class SDTurbo:
         """One UNet call at timestep t, then the epsilon-to-x0 formula (the UFOGen-style one step):
         x0 = (x_t - sqrt(1 - abar_t) * eps) / sqrt(abar_t).
 
-        unet_parameters replace UNet parameters for this call only (torch.func.functional_call)."""
-        args = (noisy_latents, self.timestep(t))
-        kwargs = {"encoder_hidden_states": prompt_embeds}
-        if unet_parameters:
-            eps = functional_call(self.unet, dict(unet_parameters), args, kwargs, strict=False).sample
-        else:
-            eps = self.unet(*args, **kwargs).sample
+        unet_parameters replace UNet parameters (plain names) for this call only."""
+        with swapped_parameters(self.unet, unet_parameters or {}):
+            eps = self.unet(noisy_latents, self.timestep(t), encoder_hidden_states=prompt_embeds).sample
         alpha_bar = self.alphas_cumprod[t]
         x0 = (noisy_latents.float() - (1 - alpha_bar).sqrt() * eps.float()) / alpha_bar.sqrt()
         return x0.to(self.dtype)

@@ -85,7 +85,7 @@ def vae_blocks(vae: AutoencoderKL) -> list[nn.Module]:
 
 def compile_in_place(modules: Iterable[nn.Module], mode: CompileMode) -> None:
     """torch.compile each module in place (nn.Module.compile keeps parameter names, so
-    functional_call and peft keep working). Compilation happens on the first call."""
+    swapped parameters and peft keep working). Compilation happens on the first call."""
     if mode == "off":
         return
     # A process-wide dynamo setting: raised so no task silently falls back to eager.

@@ -2,7 +2,7 @@
 
 Released checkpoints are looked for in --model-dir and the cache, downloaded when allowed, converted
 once to safetensors, then installed: LoRA as named peft adapters on the shared UNet and VAE, the
-skip convs beside them, conv_in and VAE tensors kept for functional_call.
+skip convs beside them, conv_in and VAE tensors kept to swap in for the task's calls.
 """
 
 from __future__ import annotations
