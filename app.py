@@ -99,16 +99,19 @@ def print_progress(fraction: float, message: str) -> None:
     print(f"[{fraction:4.0%}] {message}", flush=True)
 
 
-def load_studio(args: argparse.Namespace) -> Studio:
-    """Load every model before serving, so the first click does not wait for weights."""
+def load_studio(args: argparse.Namespace) -> tuple[Studio, int]:
+    """Load every model and warm it up at the shapes the app serves (the live preview side
+    included), so the first click waits for neither weights nor compilation. Returns the studio
+    and the preview side."""
     started = time.perf_counter()
     studio = Studio.load(**load_arguments(args), progress=print_progress)  # type: ignore[arg-type]
+    preview = preview_side(studio, args.preview_size)
     print("Warming up each task once ...", flush=True)
-    studio.warm_up()
+    studio.warm_up(preview)
     print(f"Models ready in {time.perf_counter() - started:.0f} s. {studio.source.describe()}", flush=True)
     for task, reason in studio.unavailable_tasks.items():
         print(f"  {task} is unavailable: {reason}", flush=True)
-    return studio
+    return studio, preview
 
 
 def preview_side(studio: Studio, requested: int | None) -> int:
@@ -165,8 +168,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse.parse_args(argv)
     try:
         auth = logins(args)
-        studio = load_studio(args)
-        preview = preview_side(studio, args.preview_size)
+        studio, preview = load_studio(args)
     except (ValueError, OSError, argparse.ArgumentTypeError) as error:
         parse.exit(2, f"{parse.prog}: error: {error}\n")
     except RuntimeError as error:

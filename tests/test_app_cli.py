@@ -153,3 +153,14 @@ def test_live_previews_are_smaller_on_the_cpu_unless_asked(studio: object) -> No
         app.preview_side(studio, 100)
     with pytest.raises(SystemExit):
         app.parser().parse_args(["--preview-size", "0"])
+
+
+def test_the_studio_warms_up_at_the_preview_side_it_serves(studio: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    warmed: list[int | None] = []
+    monkeypatch.setattr(app.Studio, "load", lambda **_: studio)
+    monkeypatch.setattr(studio, "warm_up", lambda preview_side=None: warmed.append(preview_side))
+    loaded, preview = app.load_studio(app.parser().parse_args(["--source", "tiny", "--preview-size", "512"]))
+    assert loaded is studio and preview == 512 and warmed == [512]
+    with pytest.raises(InputError, match="--preview-size 100"):
+        app.load_studio(app.parser().parse_args(["--source", "tiny", "--preview-size", "100"]))
+    assert warmed == [512]  # a bad side is refused before any warm-up work
