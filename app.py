@@ -26,7 +26,7 @@ import gradio as gr
 from pipelines import Studio
 from pipelines.errors import InputError
 from pipelines.model_flags import add_model_flags, load_arguments
-from ui import build_app
+from ui import PAGE_CSS, build_app
 
 APP_DIR = Path(__file__).resolve().parent
 SERVED_DIRS = (APP_DIR / "assets" / "examples",)  # the only folders of ours the server may read
@@ -140,7 +140,8 @@ def serve(demo: gr.Blocks, *, host: str, port: int, share: bool = False,
     """Start the server in the background with the app's limits: uploads up to MAX_UPLOAD, no file
     served from outside SERVED_DIRS and Gradio's own cache, a login on pages and API when given."""
     demo.launch(server_name=host, server_port=port, share=share, auth=auth, max_file_size=MAX_UPLOAD,
-                allowed_paths=[str(path) for path in SERVED_DIRS], prevent_thread_lock=True, quiet=True)
+                allowed_paths=[str(path) for path in SERVED_DIRS], css=PAGE_CSS, prevent_thread_lock=True,
+                quiet=True)
     local_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     lan = lan_address()
     return Served(local_url=f"http://{local_host}:{demo.server_port}",

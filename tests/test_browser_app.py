@@ -221,6 +221,11 @@ def test_sketch_output_follows_strokes_and_gamma(page: object, timed_studio: Tim
     assert len({first, second, third}) == 3
     latest = timed_studio.calls_since(calls[-1].end, "sketch_to_image")
     assert latest, "moving gamma did not run the model"
+    box_height, fit, made = page.eval_on_selector(  # type: ignore[attr-defined]
+        "#sketch-output img", "image => [image.getBoundingClientRect().height, getComputedStyle(image).objectFit, "
+                              "image.naturalHeight]")
+    assert made < 400 < box_height and fit == "contain", (  # Gradio's own scale-down would keep it at its size
+        f"a {made} px result in a {box_height} px box with object-fit {fit}: small results must be enlarged")
 
 
 def test_undo_brings_back_the_earlier_image_and_clear_empties_the_output(page: object) -> None:

@@ -4,5 +4,6 @@ Gradio only: the UI is handed a `pipelines.Studio` and never touches tensors or 
 """
 
 from ui.layout import build_app
+from ui.widgets import PAGE_CSS
 
-__all__ = ["build_app"]
+__all__ = ["PAGE_CSS", "build_app"]

@@ -25,6 +25,11 @@ WEBCAM_EVERY = 0.05  # seconds between frames at most; a slower model sets the p
 WEBCAM_SECONDS = 120  # a stream stops after this long (it holds a worker while it runs)
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "examples"
 RESULT_FORMAT = "jpeg"  # what result images are sent as; see ui/LATENCY.md
+RESULT_HEIGHT = 512  # px on the page: mini's 128 px results are scaled up to it, SD-Turbo's 512 px fit
+RESULT_CLASS = "result-image"
+# Gradio shows images with object-fit: scale-down, which never enlarges: a 128 px result stayed a
+# thumbnail. Results fill their box instead (the download is still the model's own size).
+PAGE_CSS = f".{RESULT_CLASS} img {{ object-fit: contain !important; }}"
 
 T = TypeVar("T")
 Components = Component | Sequence[Component]
@@ -69,8 +74,9 @@ def seed_controls(elem_id: str, max_seed: int, value: int = 0) -> gr.Number:
 
 
 def result_image(label: str, elem_id: str) -> gr.Image:
+    """A model's output, shown RESULT_HEIGHT tall whatever its size (with PAGE_CSS on the page)."""
     return gr.Image(label=label, type="pil", format=RESULT_FORMAT, interactive=False, elem_id=elem_id,
-                    buttons=["download", "fullscreen"])
+                    elem_classes=[RESULT_CLASS], height=RESULT_HEIGHT, buttons=["download", "fullscreen"])
 
 
 def api_image(elem_id: str) -> gr.Image:
