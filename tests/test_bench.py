@@ -103,7 +103,7 @@ def test_markdown_names_the_command_and_every_table(tiny_run: tuple[dict[str, An
     for task in BENCH_TASKS:
         assert f"`{task}`" in markdown
     assert "Issue 4 targets" not in markdown  # GPU-only section
-    assert "the Studio as the app loads it (attention=sdpa, channels_last=vae+preview_decoder, compile=off: Studio.load's" in markdown
+    assert "the Studio as the app loads it (attention=sdpa, channels_last=vae+preview_decoder, compile=off, fold_lora=on: Studio.load's" in markdown
 
 
 def test_a_source_is_benchmarked_as_the_app_loads_it(tmp_path: Path) -> None:

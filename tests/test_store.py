@@ -20,6 +20,7 @@ from transformers import CLIPTextModel
 from models.running.adapters import lora_layers
 from models.running.errors import TaskUnavailableError
 from models.running.store import ModelStore
+from models.speed.acceleration import Acceleration
 from pipelines import Studio
 
 NETWORK_CLASSES: tuple[type[nn.Module], ...] = (CLIPTextModel, UNet2DConditionModel, AutoencoderKL)
@@ -184,8 +185,8 @@ def lock_is_free(store: ModelStore) -> bool:
     return taken
 
 
-def test_a_model_call_holds_the_lock_in_inference_mode_with_exactly_the_tasks_adapters(studio: Studio) -> None:
-    store = studio.store
+def test_a_model_call_holds_the_lock_in_inference_mode_with_exactly_the_tasks_adapters() -> None:
+    store = Studio.load("tiny", device="cpu", acceleration=Acceleration(fold_lora=False)).store
     task = store.tasks["day_to_night"]
     with store.model_call("day_to_night", gamma=0.3) as call:
         assert call.task is task and call.gamma == 0.3

@@ -23,6 +23,7 @@ import torch
 from models.running.adapters import AdapterSwitch
 from models.running.devices import resolve_device, resolve_dtype
 from models.running.errors import PromptTruncatedWarning, TaskUnavailableError
+from models.running.folding import AdapterFolding
 from models.running.sd_turbo import SDTurbo
 from models.running.task_model import TaskAdapterScales, TaskModel
 from models.weights.base_loading import build_tiny_sd_turbo, load_sd_turbo
@@ -68,6 +69,7 @@ class ModelStore:
         self._vae_adapters = AdapterSwitch(base.vae)
         self._tasks: dict[str, TaskModel] = {}
         self._unavailable: dict[str, str] = {}
+        self._folding: AdapterFolding | None = None
 
     @classmethod
     def load(cls, source: SourceName = "auto", *, model_dir: Path | str | None = None,
@@ -129,15 +131,28 @@ class ModelStore:
             raise TaskUnavailableError(f"The {name} model is not available: {reason}")
         return installed
 
+    def fold_adapters(self) -> None:
+        """From now on, run each task with its LoRA folded into the weights (models.running.folding)
+        where it can be; small models only (models.speed.acceleration decides)."""
+        with self.lock:
+            if self._folding is None:
+                self._folding = AdapterFolding(self.base.unet, self.base.vae)
+
     # --- the one way to run the networks -------------------------------------------------------
 
     @contextmanager
     def model_call(self, task: TaskName | None = None, *, gamma: float = 1.0) -> Iterator[ModelCall]:
         """Hold the lock, enter torch.inference_mode and make exactly the task's adapters active at
-        scale gamma (no task: the plain SD-Turbo, every adapter off). Every model call runs in here."""
+        scale gamma (no task: the plain SD-Turbo, every adapter off), or, with fold_adapters on, fold
+        them into the weights at gamma and leave every adapter off. Every model call runs in here."""
         with self.lock, torch.inference_mode():
             installed = self.task(task) if task is not None else None
             scales = installed.adapter_scales(gamma) if installed is not None else BASE_ONLY
+            if self._folding is not None:
+                folded = installed is None or self._folding.foldable(installed)
+                self._folding.use(installed if folded else None, gamma)
+                if folded:
+                    scales = BASE_ONLY  # the LoRA layers run their folded base weights
             self._unet_adapters.apply(scales.unet)
             self._vae_adapters.apply(scales.vae)
             if installed is not None:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 
-def _owner(root: nn.Module, name: str) -> tuple[nn.Module, str]:
+def owner(root: nn.Module, name: str) -> tuple[nn.Module, str]:
     """The module that holds parameter `name` and its attribute; a plain name (no peft `.base_layer`)
     reaches the wrapped layer's own parameter."""
     module_name, _, attribute = name.rpartition(".")
@@ -33,7 +33,7 @@ def swapped_parameters(root: nn.Module, tensors: Mapping[str, torch.Tensor]) -> 
     originals: list[tuple[nn.Module, str, nn.Parameter | None]] = []
     try:
         for name, tensor in tensors.items():
-            module, attribute = _owner(root, name)
+            module, attribute = owner(root, name)
             originals.append((module, attribute, module._parameters[attribute]))
             module._parameters[attribute] = tensor  # type: ignore[assignment]
         yield

@@ -30,6 +30,9 @@ COMPILE_MODES: tuple[CompileMode, ...] = ("off", "default", "reduce-overhead", "
 # Compiled graphs per code object before dynamo gives up and runs it eagerly. The VAE's four up
 # blocks share one forward; each adapter setting (none, or one of six tasks) is another graph.
 RECOMPILE_LIMIT = 64
+# Bases up to this many UNet + VAE parameters run folded LoRA when asked (the mini models: 16 M;
+# SD-Turbo: 950 M, where a fold costs seconds on the CPU and saves 7% of a call: bench/RESULTS.md).
+FOLD_MAX_PARAMETERS = 100_000_000
 
 
 @dataclass(frozen=True)
@@ -41,11 +44,15 @@ class Acceleration:
     channels_last: the networks whose weights (and so activations) are stored NHWC.
     compile_mode: torch.compile's mode; "reduce-overhead" adds CUDA graphs, which pay off only
     where shapes stay fixed (a new image size records new graphs).
+    fold_lora: run tasks with their LoRA folded into the weights (models.running.folding) when the
+    base is small (at most FOLD_MAX_PARAMETERS in its UNet and VAE): there the adapters' extra
+    operations are much of a call and rebuilding the folded weights is cheap.
     """
 
     attention: AttentionKind = "sdpa"
     channels_last: tuple[ConvNetwork, ...] = ()
     compile_mode: CompileMode = "off"
+    fold_lora: bool = False
 
     @classmethod
     def for_device(cls, device: torch.device) -> Acceleration:
@@ -56,11 +63,11 @@ class Acceleration:
         bench/RESULTS.md."""
         if device.type == "cuda":
             return cls(attention="sdpa", channels_last=CONV_NETWORKS, compile_mode="reduce-overhead")
-        return cls(attention="sdpa", channels_last=("vae", "preview_decoder"), compile_mode="off")
+        return cls(attention="sdpa", channels_last=("vae", "preview_decoder"), compile_mode="off", fold_lora=True)
 
     def describe(self) -> str:
         parts = [f"attention={self.attention}", f"channels_last={'+'.join(self.channels_last) or 'none'}",
-                 f"compile={self.compile_mode}"]
+                 f"compile={self.compile_mode}", f"fold_lora={'on' if self.fold_lora else 'off'}"]
         return ", ".join(parts)
 
 
@@ -81,6 +88,10 @@ def vae_blocks(vae: AutoencoderKL) -> list[nn.Module]:
     """The VAE's heavy blocks. Compiling these (not vae.decode) also covers the skip-connection
     VAE of img2img-turbo, which calls the blocks one by one."""
     return [*vae.encoder.down_blocks, vae.encoder.mid_block, vae.decoder.mid_block, *vae.decoder.up_blocks]
+
+
+def parameter_count(*modules: nn.Module) -> int:
+    return sum(parameter.numel() for module in modules for parameter in module.parameters())
 
 
 def compile_in_place(modules: Iterable[nn.Module], mode: CompileMode) -> None:
@@ -104,6 +115,8 @@ def accelerate(store: ModelStore, acceleration: Acceleration, preview_decoder: A
         "preview_decoder": [preview_decoder] if preview_decoder is not None else []}
     for name, modules in networks.items():
         set_channels_last(modules, name in acceleration.channels_last)
+    if acceleration.fold_lora and parameter_count(base.unet, base.vae) <= FOLD_MAX_PARAMETERS:
+        store.fold_adapters()
     compiled = [base.unet, *vae_blocks(base.vae)]
     if preview_decoder is not None:
         compiled.append(preview_decoder.decoder)
