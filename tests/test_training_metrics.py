@@ -75,6 +75,8 @@ def test_edge_agreement_keeps_a_small_shift_and_drops_a_large_one() -> None:
 def test_spread_across_seeds() -> None:
     images = np.zeros((3, 2, 4, 4, 3), np.uint8)
     assert spread_across_seeds(images) == 0.0
+    identical = np.broadcast_to(np.arange(96, dtype=np.uint8).reshape(1, 2, 4, 4, 3) + 77, images.shape)
+    assert spread_across_seeds(identical) == 0.0  # exactly, whatever the float mean rounds to
     images[1] = 255  # one seed of three differs fully: std of (0, 1, 0) = sqrt(2) / 3
     assert spread_across_seeds(images) == pytest.approx(np.sqrt(2) / 3)
     with pytest.raises(ValueError, match="seeds >= 2"):

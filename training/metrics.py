@@ -138,4 +138,6 @@ def spread_across_seeds(images: np.ndarray) -> float:
     """images: (seeds, N, H, W, 3); the mean per-pixel standard deviation across seeds in [0, 1]."""
     if images.ndim != 5 or images.shape[0] < 2:
         raise ValueError(f"images must be (seeds >= 2, N, H, W, 3), not shape {images.shape}")
-    return float(_as_unit(images).std(axis=0).mean())
+    unit = _as_unit(images)
+    same = (unit == unit[0]).all(axis=0)  # float rounding in the mean must not turn "identical" into 1e-19
+    return float(np.where(same, 0.0, unit.std(axis=0)).mean())
