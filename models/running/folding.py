@@ -52,7 +52,7 @@ def _layer_folds(model: nn.Module, adapters: Iterable[str]) -> list[_Fold]:
         present = [name for name in wanted if name in layer.scaling]
         if present:
             weight = layer.get_base_layer().weight
-            delta = sum((_unit_delta(layer, name) for name in present[1:]), _unit_delta(layer, present[0]))
+            delta = torch.stack([_unit_delta(layer, name) for name in present]).sum(dim=0)
             folds.append(_Fold(weight, delta.to(weight.dtype)))
     return folds
 
