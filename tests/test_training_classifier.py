@@ -232,7 +232,9 @@ def test_evaluate_measures_present_tasks_and_reports_absent_ones_as_missing(eval
     measures = {(check["task"], check["measure"]) for check in results["checks"]}
     assert ("day_to_night", "classified night (classifier)") in measures
     assert ("day_to_night", f"edge agreement with the input (the same scene rendered night: {ceiling:.2f})") in measures
-    assert ("text_to_image", "prompted concept in top 5 (classifier)") in measures
+    reference = text["real_held_out"]  # the classifier on the held-out real emoji: the check's ceiling
+    assert reference["images"] == 4 and 0 <= reference["concept_top1"] <= reference["concept_top5"] == 1  # 2 concepts
+    assert ("text_to_image", "prompted concept in top 5 (classifier; real held-out emoji score 1.00)") in measures
     table = out.with_suffix(".md").read_text()
     assert results["classifier"]["sha256"][:16] in table and "missing" in table and "| day_to_night |" in table
     assert results["command"].startswith(f"python -m training evaluate {paths['model']} --classifier")

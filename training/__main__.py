@@ -18,6 +18,7 @@ RECIPES: dict[str, str] = {
     "one-step": "training.one_step",
     "pix2pix-turbo": "training.pix2pix_turbo",
     "cyclegan-turbo": "training.cyclegan_turbo",
+    "preview-decoder": "training.preview_decoder",
     "export": "training.export",
     "evaluate": "training.evaluate",
 }

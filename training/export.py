@@ -1,6 +1,6 @@
 """Export pix2pix-turbo and cyclegan-turbo runs as one folder the app serves.
 
-    python -m training export RUN [RUN ...] --out MODEL_DIR [--dtype float16]
+    python -m training export RUN [RUN ...] --out MODEL_DIR [--dtype float16] [--preview-decoder RUN]
     python app.py --source local --model-dir MODEL_DIR
 
 MODEL_DIR is laid out like the stabilityai/sd-turbo repository (tokenizer/, text_encoder/, unet/,
@@ -13,6 +13,8 @@ run gives both of its directions (day_to_night and night_to_day from one day/nig
 --dtype float16 writes the base as the repository's fp16 variant and the task tensors in fp16.
 EXPORT.json records the runs, the tasks, the base and `native_side`, the image side the base was
 trained at (UNet sample size times the VAE's downsampling), which `--source mini` reads.
+--preview-decoder adds a preview-decoder run's tiny autoencoder as MODEL_DIR/taesd/ (the app's live
+text previews decode with it); it must have been distilled from the same base.
 All runs must share one base. Nothing is left in MODEL_DIR on failure: it is written beside it
 and renamed when complete.
 """
@@ -29,9 +31,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from models.speed.taesd import PREVIEW_FOLDER
 from models.weights.sources import EXPORT_RECORD, check_local_dir, configured_native_side, missing_files
 from models.weights.specs import CHECKPOINTS, SD_TURBO
 from models.weights.tiny import write_tiny_hub_layout
+from training.preview_decoder import PREVIEW_RECORD
 from training.runner import TMP_PREFIX, TrainingInputError
 
 TASK_FILE = "task.json"
@@ -46,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="the model folder to write (must not exist or be empty)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
                         help="float16 halves the size (the sd-turbo repository's fp16 variant)")
+    parser.add_argument("--preview-decoder", type=Path, default=None, metavar="RUN",
+                        help="a finished preview-decoder run on the same base: written as MODEL_DIR/taesd/")
 
 
 def run_task_folder(run: Path) -> tuple[Path, dict]:
@@ -133,8 +139,33 @@ def copy_task(source: Path, target: Path, dtype: torch.dtype) -> None:
     save_file(tensors, str(target), metadata=metadata)
 
 
-def export(runs: list[Path], out: Path, dtype: torch.dtype) -> Path:
+def preview_folder(run: Path, base: dict[str, str]) -> Path:
+    """The run's taesd/ folder, checked to decode the latents of the runs' base."""
+    for folder in (run / "model", run):
+        if (folder / PREVIEW_RECORD).is_file():
+            info = json.loads((folder / PREVIEW_RECORD).read_text())
+            if {"base": info.get("base"), "base_dir": info.get("base_dir")} != base:
+                distilled_from = info.get("base_dir") or info.get("base")
+                raise TrainingInputError(f"--preview-decoder {run} was distilled from base {distilled_from}, "
+                                         f"the tasks use {base['base_dir'] or base['base']}")
+            return folder / PREVIEW_FOLDER
+    raise TrainingInputError(f"--preview-decoder {run}: no {PREVIEW_RECORD} in it or in {run / 'model'}; "
+                             "give a finished preview-decoder run")
+
+
+def copy_preview(source: Path, target: Path, dtype: torch.dtype) -> None:
+    """The tiny autoencoder's config and weights (cast to dtype; loading casts back as asked)."""
+    target.mkdir(parents=True)
+    shutil.copy2(source / "config.json", target / "config.json")
+    name = WEIGHT_FILES["vae"]
+    tensors = {key: value.to(dtype) if value.is_floating_point() else value
+               for key, value in load_file(str(source / name)).items()}
+    save_file(tensors, str(target / name), metadata={"format": "pt"})
+
+
+def export(runs: list[Path], out: Path, dtype: torch.dtype, preview_run: Path | None = None) -> Path:
     base, files = collect(runs)
+    preview = preview_folder(preview_run, base) if preview_run is not None else None
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise TrainingInputError(f"--out {out} exists and is not an empty folder; choose a new one")
     temp = out.with_name(f"{TMP_PREFIX}{out.name}")
@@ -145,8 +176,11 @@ def export(runs: list[Path], out: Path, dtype: torch.dtype) -> Path:
         shutil.rmtree(temp / ".scratch", ignore_errors=True)
         for task, path in files.items():
             copy_task(path, temp / "img2img-turbo" / CHECKPOINTS[task].converted_filename, dtype)
+        if preview is not None:
+            copy_preview(preview, temp / PREVIEW_FOLDER, dtype)
         (temp / EXPORT_RECORD).write_text(json.dumps({
             "runs": [str(run.resolve()) for run in runs], "tasks": sorted(files), **base,
+            "preview_decoder": str(preview_run.resolve()) if preview_run is not None else None,
             "dtype": str(dtype).removeprefix("torch."), "base_repo_layout": SD_TURBO.repo_id,
             "native_side": configured_native_side(temp)}, indent=2))
         check_local_dir(temp)
@@ -159,5 +193,5 @@ def export(runs: list[Path], out: Path, dtype: torch.dtype) -> Path:
 
 
 def main(args: argparse.Namespace) -> None:
-    out = export(list(args.runs), args.out, DTYPES[args.dtype])
+    out = export(list(args.runs), args.out, DTYPES[args.dtype], args.preview_decoder)
     print(f"Wrote {out}. Serve it with: python app.py --source mini --model-dir {out}")
