@@ -103,8 +103,10 @@ def test_text_to_image_and_edit_share_one_encoder_unet_and_vae(
         assert by_edit[name].parameters, name
     assert by_edit["vae.encoder"].modules == {id(base.vae.encoder)}
     assert by_text_to_image["vae.encoder"].modules == set()
-    unet_storage = {name: p.data_ptr() for name, p in base.unet.named_parameters()}
-    assert by_edit["unet"].parameters == unet_storage
+    # the very tensors of the resident UNet (a folded call runs the layers peft wraps, so the names
+    # seen inside the call lack peft's `.base_layer` and the adapters' own weights)
+    unet_storage = {p.data_ptr() for p in base.unet.parameters()}
+    assert set(by_edit["unet"].parameters.values()) <= unet_storage
     assert not constructions
 
 

@@ -13,7 +13,7 @@ import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -23,7 +23,7 @@ import torch
 from models.running.adapters import AdapterSwitch
 from models.running.devices import resolve_device, resolve_dtype
 from models.running.errors import PromptTruncatedWarning, TaskUnavailableError
-from models.running.folding import AdapterFolding
+from models.running.folding import AdapterFolding, PlainLayers
 from models.running.sd_turbo import SDTurbo
 from models.running.task_model import TaskAdapterScales, TaskModel
 from models.weights.base_loading import build_tiny_sd_turbo, load_sd_turbo
@@ -70,6 +70,7 @@ class ModelStore:
         self._tasks: dict[str, TaskModel] = {}
         self._unavailable: dict[str, str] = {}
         self._folding: AdapterFolding | None = None
+        self._plain_layers: PlainLayers | None = None  # with folding: wrappers skipped in folded calls
 
     @classmethod
     def load(cls, source: SourceName = "auto", *, model_dir: Path | str | None = None,
@@ -108,6 +109,8 @@ class ModelStore:
             self._unavailable.pop(name, None)
             self._unet_adapters.refresh()
             self._vae_adapters.refresh()
+            if self._plain_layers is not None:
+                self._plain_layers.refresh()
 
     def mark_unavailable(self, name: TaskName, reason: str) -> None:
         with self.lock:
@@ -137,6 +140,8 @@ class ModelStore:
         with self.lock:
             if self._folding is None:
                 self._folding = AdapterFolding(self.base.unet, self.base.vae)
+                self._plain_layers = PlainLayers(self.base.unet, self.base.vae)
+                self._plain_layers.refresh()
 
     # --- the one way to run the networks -------------------------------------------------------
 
@@ -148,6 +153,7 @@ class ModelStore:
         with self.lock, torch.inference_mode():
             installed = self.task(task) if task is not None else None
             scales = installed.adapter_scales(gamma) if installed is not None else BASE_ONLY
+            folded = False
             if self._folding is not None:
                 folded = installed is None or self._folding.foldable(installed)
                 self._folding.use(installed if folded else None, gamma)
@@ -157,7 +163,8 @@ class ModelStore:
             self._vae_adapters.apply(scales.vae)
             if installed is not None:
                 installed.skip_switch.apply(scales.skips)
-            yield ModelCall(self.base, installed, gamma)
+            with self._plain_layers.running() if folded and self._plain_layers is not None else nullcontext():
+                yield ModelCall(self.base, installed, gamma)
 
     # --- prompts --------------------------------------------------------------------------------
 
