@@ -88,6 +88,8 @@ def test_export_puts_it_beside_the_base_and_the_studio_previews_with_it(
                    "--preview-decoder", str(preview_run)])
     with safe_open(str(exported / "taesd" / "diffusion_pytorch_model.safetensors"), "pt") as handle:
         assert {handle.get_tensor(key).dtype for key in handle.keys()} == {torch.float16}
+    assert "block_out_channels" not in json.loads((exported / "taesd" / "config.json").read_text())  # no load warning
+    assert json.loads((exported / "EXPORT.json").read_text())["preview_decoder"] == str(preview_run.resolve())
     monkeypatch.setenv("ONESTEP_CACHE", str(tmp_path / "cache"))
     studio = Studio.load("local", model_dir=exported, device="cpu", tasks=("sketch_to_image",))
     assert studio.preview_decoder is not None

@@ -156,7 +156,9 @@ def preview_folder(run: Path, base: dict[str, str]) -> Path:
 def copy_preview(source: Path, target: Path, dtype: torch.dtype) -> None:
     """The tiny autoencoder's config and weights (cast to dtype; loading casts back as asked)."""
     target.mkdir(parents=True)
-    shutil.copy2(source / "config.json", target / "config.json")
+    config = json.loads((source / "config.json").read_text())
+    config.pop("block_out_channels", None)  # diffusers writes it for its own use, then warns about it on loading
+    (target / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     name = WEIGHT_FILES["vae"]
     tensors = {key: value.to(dtype) if value.is_floating_point() else value
                for key, value in load_file(str(source / name)).items()}
