@@ -31,11 +31,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from models.speed.taesd import PREVIEW_FOLDER
+from models.speed.taesd import PREVIEW_FOLDER, PREVIEW_RECORD
 from models.weights.sources import EXPORT_RECORD, check_local_dir, configured_native_side, missing_files
 from models.weights.specs import CHECKPOINTS, SD_TURBO
 from models.weights.tiny import write_tiny_hub_layout
-from training.preview_decoder import PREVIEW_RECORD
 from training.runner import TMP_PREFIX, TrainingInputError
 
 TASK_FILE = "task.json"

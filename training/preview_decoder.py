@@ -25,15 +25,14 @@ import torch.nn.functional as F
 from diffusers import AutoencoderTiny
 
 from models.running.sd_turbo import FINAL_TIMESTEP, SDTurbo
-from models.speed.taesd import PREVIEW_FOLDER, TAESD_CONFIG
-from models.weights.base_loading import load_sd_turbo
+from models.speed.taesd import PREVIEW_FOLDER, PREVIEW_RECORD, TAESD_CONFIG
 from training import runner
 from training.autoencoder import feature_distance, has_split, load_perceptual, load_splits
 from training.common import CaptionedImages, parameter_count
+from training.pix2pix_turbo import base_record, load_base
 from training.turbo_common import CaptionEncoder
 
 RECIPE = "preview-decoder"
-PREVIEW_RECORD = "preview.json"
 SAMPLE_COUNT = 8
 MEASURE_LIMIT = 128  # held-out images (and as many one-step samples) for the final PSNR
 
@@ -119,8 +118,8 @@ def main(args: argparse.Namespace) -> None:
     train = load_splits([args.dataset, *args.also], "train", args.resolution)
     torch.manual_seed(args.seed)
     with tempfile.TemporaryDirectory(prefix="preview-base-") as scratch:
-        base_dir = runner.base_folder(args.base, Path(scratch))
-        base = load_sd_turbo(base_dir, device, torch.float32)
+        base, base_dir = load_base(args, Path(scratch), device)
+    base_info = base_record(args, base_dir)
     base.unet.requires_grad_(False).eval()
     base.vae.requires_grad_(False).eval()
     base.text_encoder.requires_grad_(False).eval()
@@ -182,7 +181,6 @@ def main(args: argparse.Namespace) -> None:
             metrics.update(agreement(teacher, tiny, load_splits(held_out, "test", args.resolution), latent_shape,
                                      device, args.batch_size))
         tiny.save_pretrained(model_dir / PREVIEW_FOLDER, safe_serialization=True)
-        base_info = {"base": args.base, "base_dir": "" if args.base == "tiny" else str(base_dir.resolve())}
         (model_dir / PREVIEW_RECORD).write_text(json.dumps({**base_info, "recipe": RECIPE}, indent=2))
         return metrics
 
@@ -190,7 +188,7 @@ def main(args: argparse.Namespace) -> None:
                         sample=sample, finish=finish,
                         config={"taesd": {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()},
                                 "generated_per_batch": generated_count, "train_images": len(train),
-                                "base": args.base, "base_dir": "" if args.base == "tiny" else str(base_dir.resolve())})
+                                **base_info})
 
 
 @torch.no_grad()

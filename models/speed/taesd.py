@@ -20,6 +20,7 @@ from models.weights.sources import SourceInfo, hub_offline
 TAESD_REPO = "madebyollin/taesd"
 TAESD_FILES = ["config.json", "diffusion_pytorch_model.safetensors"]
 PREVIEW_FOLDER = "taesd"  # a preview decoder kept beside local weights: DIR/taesd/ in diffusers' layout
+PREVIEW_RECORD = "preview.json"  # beside a trained preview decoder: the base whose latents it decodes
 TAESD_SEED = 20240601
 
 # The madebyollin/taesd config.json (also AutoencoderTiny's defaults), spelled out.
