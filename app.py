@@ -104,7 +104,7 @@ def load_studio(args: argparse.Namespace) -> tuple[Studio, int]:
     included), so the first click waits for neither weights nor compilation. Returns the studio
     and the preview side."""
     started = time.perf_counter()
-    studio = Studio.load(**load_arguments(args), progress=print_progress)  # type: ignore[arg-type]
+    studio = Studio.load(**load_arguments(args), progress=print_progress, model_thread=True)  # type: ignore[arg-type]
     preview = preview_side(studio, args.preview_size)
     print("Warming up each task once ...", flush=True)
     studio.warm_up(preview)

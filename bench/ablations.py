@@ -2,7 +2,7 @@
 else equal (fp32 eager modules of the baseline store, the benchmark size, batch 1).
 
 Names: attention (classic vs SDPA, UNet), channels_last (UNet; VAE decode), precision (fp32 vs
-fp16 on CUDA / bf16 on the CPU, UNet), compile (torch.compile, UNet; VAE decode), cuda_graphs
+fp16 on CUDA / bf16 on the CPU, UNet; VAE decode), compile (torch.compile, UNet; VAE decode), cuda_graphs
 (torch.compile with CUDA graphs, UNet; VAE decode), prepared_inputs (caption embedding and
 timestep made per call vs prepared once), taesd (full VAE decode vs TAESD preview decode),
 merged_lora (a task's forward with its LoRA unmerged vs merged, and the cost of switching tasks).
@@ -22,6 +22,7 @@ from diffusers import AutoencoderTiny
 
 from bench.measure import Measurement, measure, timed
 from bench.tasks import BenchInputs, encode_every_call, line_control
+from models.running.devices import native_bfloat16
 from models.running.img2img_turbo import run_task
 from models.running.sd_turbo import FINAL_TIMESTEP
 from models.running.store import ModelStore
@@ -84,8 +85,8 @@ class Parts:
         return self.store.base.predict_x0(self.noise.to(dtype), FINAL_TIMESTEP, self.embeddings.to(dtype))
 
     def decode(self) -> torch.Tensor:
-        base = self.store.base
-        return base.vae.decode(self.noise / base.latent_scale).sample
+        """The full VAE decode of the noise latents (cast to the VAE's dtype)."""
+        return self.store.base.decode(self.noise)
 
     def per_call_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
         base = self.store.base
@@ -103,15 +104,17 @@ def ablation_store_tasks(names: list[AblationName]) -> list[TaskName]:
 
 def default_ablations(device: torch.device) -> list[AblationName]:
     skipped = CUDA_ONLY + NOT_ON_CPU_BY_DEFAULT if device.type != "cuda" else ()
+    if native_bfloat16(device):
+        skipped = tuple(name for name in skipped if name != "precision")
     return [name for name in ABLATIONS if name not in skipped]
 
 
 CPU_DEFAULT_REASONS: dict[AblationName, str] = {
     "compile": "left out of CPU runs by default, to keep the full-size CPU run short on shared cores "
                "(ask for it with --ablations compile)",
-    "precision": "left out of CPU runs by default: without bf16 instructions the CPU multiplies bf16 matrices "
-                 "far slower than fp32 (see the matmul rates), so a full-size bf16 UNet call takes minutes "
-                 "(ask for it with --ablations precision)",
+    "precision": "left out of CPU runs by default on this CPU: without bf16 instructions it multiplies bf16 "
+                 "matrices far slower than fp32 (see the matmul rates), so a full-size bf16 UNet call takes "
+                 "minutes (ask for it with --ablations precision)",
 }
 
 
@@ -166,9 +169,13 @@ def run_ablations(store: ModelStore, preview_decoder: AutoencoderTiny | None, in
         elif name == "channels_last":
             results += channels_last_ablations(parts, plain_unet(), plain_decode(), run)
         elif name == "precision":
-            with unet_dtype(store, half):
+            label = f"{str(half).removeprefix('torch.')} weights"
+            with network_dtype(store, "unet", half):
                 halved = run(lambda: parts.unet(half))
-            results.append(Ablation(f"{str(half).removeprefix('torch.')} weights", "UNet", plain_unet(), halved))
+            results.append(Ablation(label, "UNet", plain_unet(), halved))
+            with network_dtype(store, "vae", half):
+                halved = run(parts.decode)
+            results.append(Ablation(label, "VAE decode", plain_decode(), halved))
         elif name in ("compile", "cuda_graphs"):
             results += compile_ablations(parts, plain_unet(), plain_decode(), run, name)
         elif name == "prepared_inputs":
@@ -195,13 +202,19 @@ def classic_attention(store: ModelStore) -> Iterator[None]:
 
 
 @contextmanager
-def unet_dtype(store: ModelStore, dtype: torch.dtype) -> Iterator[None]:
-    unet = store.base.unet
-    unet.to(dtype=dtype)
+def network_dtype(store: ModelStore, network: Literal["unet", "vae"], dtype: torch.dtype) -> Iterator[None]:
+    """The UNet or the VAE in this dtype (the base casts at its edges), restored afterwards."""
+    base = store.base
+    module = base.unet if network == "unet" else base.vae
+    attribute = f"{network}_dtype"
+    before = getattr(base, attribute)
+    torch.nn.Module.to(module, dtype=dtype)
+    setattr(base, attribute, dtype)
     try:
         yield
     finally:
-        unet.to(dtype=store.dtype)
+        torch.nn.Module.to(module, dtype=before)
+        setattr(base, attribute, before)
 
 
 @contextmanager

@@ -11,6 +11,7 @@ from importlib.metadata import version
 import torch
 
 from bench.measure import synchronize, timed
+from models.running.devices import native_bfloat16
 
 LIBRARIES = ("torch", "diffusers", "transformers", "peft", "gradio", "numpy")
 MIN_MATMUL_SIZE = 256
@@ -30,7 +31,9 @@ def device_description(device: torch.device) -> str:
     if device.type == "cuda":
         properties = torch.cuda.get_device_properties(device)
         return f"{properties.name}, {properties.total_memory / 2**30:.0f} GiB, CUDA {torch.version.cuda}"
-    return (f"CPU {cpu_model()}, {os.cpu_count()} logical cores, torch threads {torch.get_num_threads()}")
+    bf16 = "with" if native_bfloat16(device) else "without"
+    return (f"CPU {cpu_model()}, {os.cpu_count()} logical cores, {bf16} bf16 instructions, "
+            f"torch threads {torch.get_num_threads()}")
 
 
 def cpu_model() -> str:

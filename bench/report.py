@@ -112,11 +112,12 @@ def _weights(config: BenchConfig) -> str:
     return f"{config.scale}-size architecture, random weights"
 
 
-def _ours_settings(config: BenchConfig) -> str:
-    """The settings, and whether they are Studio.load's for the device or a flag's experiment."""
+def _ours_settings(report: BenchReport) -> str:
+    """The settings as applied, and whether they are Studio.load's for the device or a flag's experiment."""
+    config = report.config
     chosen = "Studio.load's for this device" if config.acceleration == Acceleration.for_device(config.device) \
         else "changed by a flag, not what Studio.load applies"
-    return f"{config.acceleration.describe()}: {chosen}"
+    return f"{(report.ours_applied or config.acceleration).describe()}: {chosen}"
 
 
 def to_markdown(report: BenchReport) -> str:
@@ -132,7 +133,7 @@ def to_markdown(report: BenchReport) -> str:
         f"- Command: `{config.command}`",
         *([f"- TF32 switches: {', '.join(f'{k}={v}' for k, v in report.precision_flags.items())}"]
           if report.precision_flags else []),
-        f"- Ours: the Studio as the app loads it ({_ours_settings(config)}); {_dtype_name(config.dtype)}, "
+        f"- Ours: the Studio as the app loads it ({_ours_settings(report)}); {_dtype_name(config.dtype)}, "
         "caption embeddings cached, timesteps prepared; its methods as the UI calls them (translate: its "
         f"run_task call at this size); live previews: text through the preview decoder, sketch at "
         f"{config.preview_side} px",

@@ -94,6 +94,7 @@ class BenchReport:
     memory_kind: str
     matmul: list[MatmulRate]
     ours_phase: PhaseInfo | None = None
+    ours_applied: Acceleration | None = None  # the settings as Studio.prepare applied them
     baseline_phase: PhaseInfo | None = None
     tasks: list[TaskResult] = field(default_factory=list)
     ablations: list[Ablation] = field(default_factory=list)
@@ -120,6 +121,7 @@ def run_benchmark(config: BenchConfig, progress: Progress = lambda message: None
     progress(", ".join(f"matmul {rate.dtype} {rate.tflops:.3g} TFLOP/s" for rate in report.matmul))
     studio: Studio | None
     studio, report.ours_phase = build_ours_phase(config, progress)
+    report.ours_applied = studio.acceleration
     if not config.paired:
         for result in report.tasks:
             result.ours = _measured(lambda: ours_call(result.task, studio, inputs), config, result, "ours")

@@ -3,7 +3,10 @@ pipelines (one method per task) and publishes the limits and defaults of the loa
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
+from typing import Concatenate, ParamSpec, TypeVar
 
 import numpy as np
 import torch
@@ -11,6 +14,7 @@ from PIL import Image
 
 from diffusers import AutoencoderTiny
 
+from models.running.model_thread import ModelThread
 from models.running.store import ModelStore, ProgressCallback
 from models.speed.acceleration import Acceleration, accelerate
 from models.speed.taesd import preview_decoder_for
@@ -28,6 +32,20 @@ from pipelines.translate import translate
 from pipelines.warm_up import WarmUpCall, warm_up_plan
 
 ALL_TASKS: tuple[TaskName, ...] = tuple(CHECKPOINTS)
+Params = ParamSpec("Params")
+Result = TypeVar("Result")
+
+
+def on_model_thread(method: Callable[Concatenate[Studio, Params], Result]) -> Callable[Concatenate[Studio, Params], Result]:
+    """Run the method on the studio's model thread when it has one (Studio.load(model_thread=True))."""
+
+    @functools.wraps(method)
+    def run(self: Studio, *args: Params.args, **kwargs: Params.kwargs) -> Result:
+        if self.model_thread is None:
+            return method(self, *args, **kwargs)
+        return self.model_thread.run(method, self, *args, **kwargs)
+
+    return run
 
 
 class Studio:
@@ -46,6 +64,7 @@ class Studio:
         self.store = store
         self.preview_decoder = preview_decoder
         self.acceleration = acceleration or Acceleration()
+        self.model_thread: ModelThread | None = None  # set by Studio.load(model_thread=True)
 
     @classmethod
     def prepare(cls, store: ModelStore, *, preview_decoder: AutoencoderTiny | None = None,
@@ -54,19 +73,37 @@ class Studio:
         store's networks, its tasks and the preview decoder, and wrap them. Call after the tasks
         are installed; with torch.compile the graphs are made on the first calls (warm_up)."""
         chosen = acceleration or Acceleration.for_device(store.device)
-        accelerate(store, chosen, preview_decoder)
-        return cls(store, preview_decoder=preview_decoder, acceleration=chosen)
+        applied = accelerate(store, chosen, preview_decoder)
+        return cls(store, preview_decoder=preview_decoder, acceleration=applied)
 
     @classmethod
     def load(cls, source: SourceName = "auto", *, model_dir: Path | str | None = None,
              device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
              tasks: tuple[TaskName, ...] = ALL_TASKS, progress: ProgressCallback | None = None,
-             acceleration: Acceleration | None = None) -> Studio:
+             acceleration: Acceleration | None = None, model_thread: bool = False) -> Studio:
         """Load SD-Turbo from source ("auto", "hub", "local", "mini" or "tiny"), then the
         img2img-turbo tasks and the preview decoder on top of it, and apply the device's speed
         settings (Studio.prepare; `acceleration` replaces them, for the benchmark's experiments);
         everything stays resident. A task whose weights cannot be had
-        is listed in `unavailable_tasks` with the reason, and its method raises with that reason."""
+        is listed in `unavailable_tasks` with the reason, and its method raises with that reason.
+
+        model_thread: load on a dedicated thread and run every later call of the studio's methods
+        there, whichever thread makes it (models.running.model_thread: on the CPU, calls from
+        several threads are 2-3x slower). For servers, like the app; a script that calls from one
+        thread needs none."""
+        load = functools.partial(cls._load, source, model_dir=model_dir, device=device, dtype=dtype, tasks=tasks,
+                                 progress=progress, acceleration=acceleration)
+        if not model_thread:
+            return load()
+        thread = ModelThread()
+        studio = thread.run(load)
+        studio.model_thread = thread
+        return studio
+
+    @classmethod
+    def _load(cls, source: SourceName, *, model_dir: Path | str | None, device: str | torch.device | None,
+              dtype: str | torch.dtype | None, tasks: tuple[TaskName, ...], progress: ProgressCallback | None,
+              acceleration: Acceleration | None) -> Studio:
         report = progress or (lambda fraction, message: None)
         store = ModelStore.load(source, model_dir=model_dir, device=device, dtype=dtype,
                                 progress=lambda fraction, message: report(0.5 * fraction, message))
@@ -97,6 +134,7 @@ class Studio:
     def unavailable_tasks(self) -> dict[str, str]:
         return self.store.unavailable_tasks
 
+    @on_model_thread
     def text_to_image(self, prompt: str, *, seed: int = 0, width: int | None = None,
                       height: int | None = None, preview: bool = False) -> Image.Image:
         """One-step SD-Turbo image; width and height from limits.min_side to limits.max_side
@@ -105,6 +143,7 @@ class Studio:
         decoder = self.preview_decoder if preview else None
         return text_to_image(self.store, prompt, seed=seed, width=width, height=height, preview_decoder=decoder)
 
+    @on_model_thread
     def edit(self, image: ImageInput, prompt: str, *, strength: float = DEFAULT_STRENGTH, seed: int = 0,
              mask: MaskInput | None = None, feather: float = DEFAULT_FEATHER) -> Image.Image:
         """SDEdit in one step; strength in (0, 1]; the result has the input's size. With a mask (the
@@ -119,22 +158,26 @@ class Studio:
         edited = edit(self.store, photo, prompt, strength=strength, seed=seed)
         return composite(photo, edited, inside, feather=feather)
 
+    @on_model_thread
     def sketch_to_image(self, sketch: SketchInput, prompt: str, *, gamma: float = DEFAULT_GAMMA,
                         seed: int = 0) -> Image.Image:
         """pix2pix-Turbo from a sketch; gamma in [0, 1] trades sketch fidelity (1) for variety (0)."""
         return sketch_to_image(self.store, sketch, prompt, gamma=gamma, seed=seed)
 
+    @on_model_thread
     def edge_to_image(self, image: ImageInput, prompt: str, *, low_threshold: int = DEFAULT_THRESHOLDS[0],
                       high_threshold: int = DEFAULT_THRESHOLDS[1]) -> tuple[Image.Image, Image.Image]:
         """Canny edges of the photo, then pix2pix-Turbo; returns (edge map, image). Deterministic:
         the same photo, prompt and thresholds give the same image, so there is no seed."""
         return edge_to_image(self.store, image, prompt, low_threshold=low_threshold, high_threshold=high_threshold)
 
+    @on_model_thread
     def translate(self, image: ImageInput, *, direction: Direction) -> Image.Image:
         """CycleGAN-Turbo: one of limits.directions (day_to_night, night_to_day, clear_to_rainy,
         rainy_to_clear)."""
         return translate(self.store, image, direction=direction)
 
+    @on_model_thread
     def warm_up(self, preview_side: int | None = None) -> None:
         """Run every loaded task before serving so the first user action is fast: compiled (CUDA),
         at the shapes the app serves (preview_side: the live sketch side, default the device's),

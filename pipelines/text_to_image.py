@@ -42,7 +42,7 @@ def text_to_image(store: ModelStore, prompt: str, *, seed: int = 0, width: int |
         latents = base.predict_x0(start, FINAL_TIMESTEP, embeddings)
         # 5. decode: the full VAE, or TAESD for a live preview
         if preview_decoder is None:
-            pixels = base.vae.decode(latents / base.latent_scale).sample
+            pixels = base.decode(latents)
         else:
             pixels = preview_decode(preview_decoder, latents)
     # 6. back to PIL at the exact size

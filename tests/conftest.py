@@ -13,12 +13,15 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from models.speed.acceleration import Acceleration
 from pipelines import Studio
 
 TIMING_OPTION = "--timing"
@@ -65,6 +68,12 @@ def photo() -> Image.Image:
     green = ys * 255 // 239
     blue = np.where((xs - 200) ** 2 + (ys - 110) ** 2 < 60**2, 255, 40)
     return Image.fromarray(np.stack([red, green, blue], axis=-1).astype(np.uint8))
+
+
+def float32_cpu_defaults() -> Acceleration:
+    """Studio.load's CPU settings without bfloat16 networks: for tests that compare images with
+    float32 reference code (bf16 against fp32 is tests/test_bfloat16.py's)."""
+    return replace(Acceleration.for_device(torch.device("cpu")), bfloat16=())
 
 
 def pixel_distance(a: Image.Image, b: Image.Image) -> float:

@@ -21,9 +21,11 @@ from pathlib import Path
 from urllib.parse import urljoin
 
 import pytest
+import torch
 from PIL import Image
 
 import app
+from models.weights.sources import default_mini_dir
 from pipelines import Studio
 from tests.conftest import free_port, pixel_distance, serving
 
@@ -375,24 +377,50 @@ def report(name: str, rows: list[Stroke], notes: str) -> str:
     return text
 
 
-@pytest.mark.timing
-@pytest.mark.parametrize("preview_side", [256, 512])
-def test_stroke_latency_benchmark(browser_context: object, timed_studio: TimedStudio, preview_side: int,
-                                  capsys: pytest.CaptureFixture[str]) -> None:
-    name = f"app-canvas-preview-{preview_side}"
+def stroke_latency(browser_context: object, timed_studio: TimedStudio, name: str, preview_side: int,
+                   notes: str) -> str:
+    """Serve the app with this preview side, draw BENCHMARK_STROKES strokes, report the medians."""
     with (serving(timed_studio, queue_size=16, preview_side=preview_side) as served,
           opened_page(browser_context, served.local_url, name) as page):
         open_tab(page, "Sketch to image")
         page.get_by_role("button", name="Brush").click()  # type: ignore[attr-defined]
         rows = measure_strokes(page, "#sketch-canvas canvas", "sketch-output", BENCHMARK_STROKES,
                                lambda since: timed_studio.calls_since(since, "sketch_to_image"))
-    notes = (f"The app's sketch tab: the light canvas sends a 512 px PNG data URL per stroke; the live preview "
-             f"runs the model on it scaled to {preview_side} px. Tiny weights, CPU.")
-    text = report(name, rows, notes)
-    with capsys.disabled():
-        print("\n" + text)
     assert len(rows) == BENCHMARK_STROKES
     assert all(row.up_to_start_ms >= 0 and row.up_to_shown_ms > row.work_ms for row in rows)
+    return report(name, rows, notes)
+
+
+@pytest.mark.timing
+@pytest.mark.parametrize("preview_side", [256, 512])
+def test_stroke_latency_benchmark(browser_context: object, timed_studio: TimedStudio, preview_side: int,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    notes = (f"The app's sketch tab: the light canvas sends a 512 px PNG data URL per stroke; the live preview "
+             f"runs the model on it scaled to {preview_side} px. Tiny weights, CPU.")
+    text = stroke_latency(browser_context, timed_studio, f"app-canvas-preview-{preview_side}", preview_side, notes)
+    with capsys.disabled():
+        print("\n" + text)
+
+
+@pytest.mark.timing
+@pytest.mark.skipif(not default_mini_dir().exists(), reason="no mini models (assets/mini, or $ONESTEP_MINI_DIR)")
+@pytest.mark.parametrize("preview_fraction", [2, 1])
+def test_mini_stroke_latency_benchmark(browser_context: object, preview_fraction: int,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """The shipped mini models loaded as app.py loads them (model thread, warm-up at the preview
+    side), at half the native side (the CPU default) and at the native side."""
+    studio = Studio.load("mini", device="cpu", model_thread=True)
+    preview_side = studio.limits.native_side // preview_fraction
+    studio.warm_up(preview_side)
+    notes = (f"The app's sketch tab on the mini models ({studio.acceleration.describe()}), loaded as app.py "
+             f"loads them; live previews at {preview_side} px. CPU, {torch.get_num_threads()} torch threads.")
+    try:
+        text = stroke_latency(browser_context, TimedStudio(studio), f"mini-preview-{preview_side}", preview_side,
+                              notes)
+    finally:
+        studio.model_thread.close()  # type: ignore[union-attr]
+    with capsys.disabled():
+        print("\n" + text)
 
 
 SKETCHPAD_VARIANTS = {

@@ -11,11 +11,12 @@ from PIL import Image
 from models.running.adapters import lora_layers
 from models.speed.acceleration import Acceleration
 from pipelines import Studio
+from tests.conftest import float32_cpu_defaults
 
 
 @pytest.fixture(scope="module")
 def folded() -> Studio:
-    studio = Studio.load("tiny", device="cpu")
+    studio = Studio.load("tiny", device="cpu", acceleration=float32_cpu_defaults())  # compared with fp32 below
     assert studio.acceleration.fold_lora, "the CPU default for a small base folds LoRA"
     return studio
 

@@ -19,7 +19,7 @@ from models.running.errors import PromptTruncatedWarning
 from pipelines import Studio
 from pipelines.errors import InputError, NonFiniteOutputError
 from pipelines.images import seeded_noise
-from tests.conftest import pixel_distance
+from tests.conftest import float32_cpu_defaults, pixel_distance
 
 PROMPT = "a red fox in snow"
 LONG_PROMPT = "a red fox standing in deep fresh snow under a pale winter sky " * 4
@@ -29,7 +29,7 @@ TOLERANCE = 1e-4
 @pytest.fixture(scope="module")
 def own_studio() -> Studio:
     """A separate tiny Studio without tasks, for tests that hook or break its models."""
-    return Studio.load("tiny", device="cpu", tasks=())
+    return Studio.load("tiny", device="cpu", tasks=(), acceleration=float32_cpu_defaults())
 
 
 @pytest.mark.parametrize(("width", "height"), [(256, 256), (300, 260), (257, 1024)])

@@ -16,6 +16,7 @@ from models.running.img2img_turbo import run_task
 from models.weights.base_loading import load_sd_turbo
 from models.weights.tiny import write_tiny_hub_layout
 from pipelines import Studio
+from tests.conftest import float32_cpu_defaults
 from tests.training_turbo_data import domain_images, write_unpaired
 from training.__main__ import main as training_main
 from training.cyclegan_turbo import CycleGANTurbo, LossWeights, app_tasks, training_step
@@ -108,7 +109,7 @@ def test_trained_forward_is_the_apps_forward(tiny_dir: Path, tmp_path: Path, mon
         (model_dir / "img2img-turbo").mkdir()
         torch.save(model.upstream_checkpoint(), model_dir / "img2img-turbo" / "night2day.pkl")
     monkeypatch.setenv("ONESTEP_CACHE", str(tmp_path / "cache"))
-    studio = Studio.load("local", model_dir=model_dir, device="cpu", tasks=(task,))
+    studio = Studio.load("local", model_dir=model_dir, device="cpu", tasks=(task,), acceleration=float32_cpu_defaults())
     served_task = studio.store.tasks[task]
     photo = torch.rand((1, 3, 32, 32), generator=generator) * 2 - 1
     side = "a2b" if task == "day_to_night" else "b2a"

@@ -14,6 +14,7 @@ from models.running.img2img_turbo import run_task
 from models.weights.base_loading import load_sd_turbo
 from models.weights.tiny import write_tiny_hub_layout
 from pipelines import Studio
+from tests.conftest import float32_cpu_defaults
 from tests.training_turbo_data import SIZE, write_paired
 from training.__main__ import main as training_main
 from training.data.layouts import DatasetError
@@ -69,7 +70,8 @@ def test_trained_forward_is_the_apps_forward(tiny_dir: Path, tmp_path: Path, mon
         (model_dir / "img2img-turbo").mkdir()
         torch.save(model.upstream_checkpoint(), model_dir / "img2img-turbo" / "sketch_to_image_stochastic_lora.pkl")
     monkeypatch.setenv("ONESTEP_CACHE", str(tmp_path / "cache"))
-    studio = Studio.load("local", model_dir=model_dir, device="cpu", tasks=("sketch_to_image",))
+    studio = Studio.load("local", model_dir=model_dir, device="cpu", tasks=("sketch_to_image",),
+                         acceleration=float32_cpu_defaults())
     assert studio.unavailable_tasks == {}
     control, noise = sketch_control(), torch.randn((1, 4, 4, 3), generator=torch.Generator().manual_seed(2))
     embeddings = CaptionEncoder(model.base)(["a cat"])

@@ -41,12 +41,13 @@ def run_task(call: ModelCall, control: torch.Tensor, embeddings: torch.Tensor, *
     """
     base, task, gamma = call.base, call.require_task(), call.gamma
     with swapped_parameters(base.vae, task.vae_overrides):
-        mean, skips = encode_with_skips(base.vae, control)
-    latents = mean * base.latent_scale
+        mean, skips = encode_with_skips(base.vae, control.to(base.vae_dtype))
+    latents = (mean * base.latent_scale).to(base.dtype)
     if noise is not None:
         latents = gamma * latents + (1 - gamma) * noise
     denoised = base.predict_x0(latents, FINAL_TIMESTEP, embeddings,
                                unet_parameters=_conv_in_override(task, base, gamma))
     with swapped_parameters(base.vae, task.vae_overrides):
-        decoded = decode_with_skips(base.vae, denoised / base.latent_scale, skips, task.skips, gamma)
-    return decoded.clamp(-1, 1)
+        latents = (denoised / base.latent_scale).to(base.vae_dtype)
+        decoded = decode_with_skips(base.vae, latents, skips, task.skips, gamma)
+    return decoded.to(base.dtype).clamp(-1, 1)

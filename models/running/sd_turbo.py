@@ -16,7 +16,12 @@ FINAL_TIMESTEP = 999
 
 @dataclass
 class SDTurbo:
-    """Tokenizer, text encoder, UNet and VAE on one device and dtype, plus the noise schedule."""
+    """Tokenizer, text encoder, UNet and VAE on one device and dtype, plus the noise schedule.
+
+    `dtype` is the store's: the text encoder's, and what latents and images are handed around in.
+    The UNet and the VAE may run in another (unet_dtype, vae_dtype: bfloat16 on a CPU with bf16
+    instructions, see models.speed.acceleration); the methods here cast at their edges. The dtypes
+    are kept as fields because reading a diffusers model's `.dtype` walks its parameters."""
 
     tokenizer: CLIPTokenizer
     text_encoder: CLIPTextModel
@@ -25,7 +30,13 @@ class SDTurbo:
     alphas_cumprod: torch.Tensor  # float32, on the device
     device: torch.device
     dtype: torch.dtype
+    unet_dtype: torch.dtype | None = None  # None: dtype
+    vae_dtype: torch.dtype | None = None  # None: dtype
     _timesteps: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.unet_dtype = self.unet_dtype or self.dtype
+        self.vae_dtype = self.vae_dtype or self.dtype
 
     @property
     def latent_scale(self) -> float:
@@ -49,10 +60,20 @@ class SDTurbo:
 
         unet_parameters replace UNet parameters (plain names) for this call only."""
         with swapped_parameters(self.unet, unet_parameters or {}):
-            eps = self.unet(noisy_latents, self.timestep(t), encoder_hidden_states=prompt_embeds).sample
+            eps = self.unet(noisy_latents.to(self.unet_dtype), self.timestep(t),
+                            encoder_hidden_states=prompt_embeds.to(self.unet_dtype)).sample
         alpha_bar = self.alphas_cumprod[t]
         x0 = (noisy_latents.float() - (1 - alpha_bar).sqrt() * eps.float()) / alpha_bar.sqrt()
         return x0.to(self.dtype)
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Scaled latents (the VAE posterior mean) of pixels in [-1, 1], in the store's dtype."""
+        mean = self.vae.encode(pixels.to(self.vae_dtype)).latent_dist.mean
+        return (mean * self.latent_scale).to(self.dtype)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Pixels in about [-1, 1] of scaled latents, in the store's dtype."""
+        return self.vae.decode((latents / self.latent_scale).to(self.vae_dtype)).sample.to(self.dtype)
 
     def add_noise(self, latents: torch.Tensor, noise: torch.Tensor, t: int) -> torch.Tensor:
         """x_t = sqrt(abar_t) * x0 + sqrt(1 - abar_t) * noise (the forward diffusion to step t)."""

@@ -1,15 +1,15 @@
 """Speed settings for the resident networks, applied once at start-up: the attention kernel, the
-memory format, torch.compile (with CUDA graphs where shapes are fixed) and merging LoRA adapters
-into the base weights.
+memory format, bfloat16 networks on a float32 store (CPUs with bf16 instructions), torch.compile
+(with CUDA graphs where shapes are fixed) and merging LoRA adapters into the base weights.
 
-Each is its own switch so the benchmark (`python -m bench`) can measure it alone. Half precision
-is not here: it is the store's dtype, chosen when the store is loaded.
+Each is its own switch so the benchmark (`python -m bench`) can measure it alone. The store's own
+dtype (fp16 on CUDA) is not here: it is chosen when the store is loaded.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -18,6 +18,7 @@ from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 from torch import nn
 
 from models.running.adapters import lora_layers
+from models.running.devices import native_bfloat16
 from models.running.store import ModelStore
 from models.running.task_model import TaskModel
 
@@ -33,6 +34,10 @@ RECOMPILE_LIMIT = 64
 # Bases up to this many UNet + VAE parameters run folded LoRA when asked (the mini models: 16 M;
 # SD-Turbo: 950 M, where a fold costs seconds on the CPU and saves 7% of a call: bench/RESULTS.md).
 FOLD_MAX_PARAMETERS = 100_000_000
+# A UNet runs in bfloat16 on the CPU only from this many parameters. Measured on this project's
+# CPU (AVX512-BF16): SD-Turbo's UNet at 256 px 2.5x faster in bf16 (2,206 -> 895 ms), mini's
+# (5.9 M, 16x16 latents) 1.9x slower (22 -> 41 ms): its many small matmuls pay bf16's reorders.
+BFLOAT16_UNET_MIN_PARAMETERS = 100_000_000
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,10 @@ class Acceleration:
     channels_last: the networks whose weights (and so activations) are stored NHWC.
     compile_mode: torch.compile's mode; "reduce-overhead" adds CUDA graphs, which pay off only
     where shapes stay fixed (a new image size records new graphs).
+    bfloat16: the networks to run in bfloat16 when the store is float32 (its text encoder, the
+    latents and the images stay float32); the UNet only when it has at least
+    BFLOAT16_UNET_MIN_PARAMETERS. Pays on CPUs with bf16 instructions (devices.native_bfloat16):
+    the mini VAE's convolutions 1.6-2.2x faster, within about 40 dB PSNR of fp32 images.
     fold_lora: run tasks with their LoRA folded into the weights (models.running.folding) when the
     base is small (at most FOLD_MAX_PARAMETERS in its UNet and VAE): there the adapters' extra
     operations are much of a call and rebuilding the folded weights is cheap.
@@ -53,21 +62,24 @@ class Acceleration:
     channels_last: tuple[ConvNetwork, ...] = ()
     compile_mode: CompileMode = "off"
     fold_lora: bool = False
+    bfloat16: tuple[ConvNetwork, ...] = ()
 
     @classmethod
     def for_device(cls, device: torch.device) -> Acceleration:
         """The defaults: everything on CUDA; on the CPU SDPA and channels_last for the VAE and the
         preview decoder only (measured on this project's CPU with the calls alternating, two
         runs: VAE decoder 1.07x and 1.42x, encoder 1.05x and 1.21x, TAESD 1.10x and 1.15x, the UNet
-        0.97x and 0.93x), and no compile (over a minute per task even for the tiny models): see
-        bench/RESULTS.md."""
+        0.97x and 0.93x), no compile (over a minute per task even for the tiny models), and
+        bfloat16 networks where the CPU has bf16 instructions: see bench/RESULTS.md."""
         if device.type == "cuda":
             return cls(attention="sdpa", channels_last=CONV_NETWORKS, compile_mode="reduce-overhead")
-        return cls(attention="sdpa", channels_last=("vae", "preview_decoder"), compile_mode="off", fold_lora=True)
+        return cls(attention="sdpa", channels_last=("vae", "preview_decoder"), compile_mode="off", fold_lora=True,
+                   bfloat16=CONV_NETWORKS if native_bfloat16(device) else ())
 
     def describe(self) -> str:
         parts = [f"attention={self.attention}", f"channels_last={'+'.join(self.channels_last) or 'none'}",
-                 f"compile={self.compile_mode}", f"fold_lora={'on' if self.fold_lora else 'off'}"]
+                 f"compile={self.compile_mode}", f"fold_lora={'on' if self.fold_lora else 'off'}",
+                 f"bfloat16={'+'.join(self.bfloat16) or 'none'}"]
         return ", ".join(parts)
 
 
@@ -105,22 +117,70 @@ def compile_in_place(modules: Iterable[nn.Module], mode: CompileMode) -> None:
         module.compile(mode=mode)
 
 
-def accelerate(store: ModelStore, acceleration: Acceleration, preview_decoder: AutoencoderTiny | None = None) -> None:
+def bfloat16_networks(store: ModelStore, wanted: Iterable[ConvNetwork]) -> tuple[ConvNetwork, ...]:
+    """Which of the wanted networks to run in bfloat16: none unless the store is float32, and the
+    UNet only from BFLOAT16_UNET_MIN_PARAMETERS."""
+    if store.dtype != torch.float32:
+        return ()
+    large_unet = parameter_count(store.base.unet) >= BFLOAT16_UNET_MIN_PARAMETERS
+    return tuple(name for name in wanted if name != "unet" or large_unet)
+
+
+def cast_to_bfloat16(store: ModelStore, networks: tuple[ConvNetwork, ...],
+                     preview_decoder: AutoencoderTiny | None) -> None:
+    """Cast the networks (with their adapters, and the tasks' tensors that run inside them) to
+    bfloat16; the base then casts at their edges (SDTurbo.unet_dtype, vae_dtype)."""
+    base, half = store.base, torch.bfloat16
+    if "unet" in networks:
+        _cast(base.unet, half)
+        base.unet_dtype = half
+        for task in store.tasks.values():
+            task.conv_in = _cast_pair(task.conv_in, half)
+            task.conv_in_pretrained = _cast_pair(task.conv_in_pretrained, half)
+    if "vae" in networks:
+        _cast(base.vae, half)
+        base.vae_dtype = half
+        for task in store.tasks.values():
+            task.skips.to(dtype=half)
+            task.vae_overrides = {name: tensor.to(half) for name, tensor in task.vae_overrides.items()}
+    if "preview_decoder" in networks and preview_decoder is not None:
+        _cast(preview_decoder, half)
+
+
+def _cast(module: nn.Module, dtype: torch.dtype) -> None:
+    """Module.to(dtype) without diffusers' warning about modules kept in float32, which these
+    models have none of (the warning is printed even for an empty list)."""
+    nn.Module.to(module, dtype=dtype)
+
+
+def _cast_pair(pair: tuple[torch.Tensor, torch.Tensor] | None,
+               dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor] | None:
+    return None if pair is None else (pair[0].to(dtype), pair[1].to(dtype))
+
+
+def accelerate(store: ModelStore, acceleration: Acceleration,
+               preview_decoder: AutoencoderTiny | None = None) -> Acceleration:
     """Apply the settings to the store's UNet and VAE, its tasks' skip convs and the preview
-    decoder. Call once, after the tasks are installed and before serving."""
+    decoder. Call once, after the tasks are installed and before serving. Returns the settings
+    as applied (bfloat16 and fold_lora depend on the store's dtype and size)."""
     base = store.base
+    applied = replace(acceleration, bfloat16=bfloat16_networks(store, acceleration.bfloat16))
+    cast_to_bfloat16(store, applied.bfloat16, preview_decoder)
     set_attention([base.unet, base.vae], acceleration.attention)
     networks: dict[ConvNetwork, list[nn.Module]] = {
         "unet": [base.unet], "vae": [base.vae, *(task.skips for task in store.tasks.values())],
         "preview_decoder": [preview_decoder] if preview_decoder is not None else []}
     for name, modules in networks.items():
         set_channels_last(modules, name in acceleration.channels_last)
-    if acceleration.fold_lora and parameter_count(base.unet, base.vae) <= FOLD_MAX_PARAMETERS:
+    applied = replace(applied, fold_lora=acceleration.fold_lora
+                      and parameter_count(base.unet, base.vae) <= FOLD_MAX_PARAMETERS)
+    if applied.fold_lora:
         store.fold_adapters()
     compiled = [base.unet, *vae_blocks(base.vae)]
     if preview_decoder is not None:
         compiled.append(preview_decoder.decoder)
     compile_in_place(compiled, acceleration.compile_mode)
+    return applied
 
 
 def merge_adapters(model: nn.Module, scales: Mapping[str, float]) -> int:
