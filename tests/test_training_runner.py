@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from models.running.devices import native_bfloat16
 from training import runner
 
 
@@ -144,3 +145,16 @@ def test_save_grid_lays_out_images(tmp_path: Path) -> None:
 def test_resolution_check_names_the_flag() -> None:
     with pytest.raises(runner.TrainingInputError, match="--resolution 100 is not a multiple of 8"):
         runner.check_resolution(100)
+
+
+def test_cpu_training_autocasts_to_bf16_only_where_the_cpu_has_bf16_instructions() -> None:
+    cpu = torch.device("cpu")
+    with runner.autocast(cpu):
+        enabled = torch.is_autocast_enabled("cpu")
+        dtype = torch.get_autocast_dtype("cpu")
+        product = torch.ones(4, 4) @ torch.ones(4, 4)
+    assert enabled == native_bfloat16(cpu)
+    assert product.dtype == (torch.bfloat16 if enabled else torch.float32)
+    if enabled:
+        assert dtype == torch.bfloat16
+    assert ("bf16 autocast" in runner.device_description(cpu)) == native_bfloat16(cpu)

@@ -64,6 +64,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from models.running.devices import native_bfloat16
 from models.weights.configs import SCHEDULER_CONFIG
 
 RUN_FILE = "run.json"
@@ -177,9 +178,14 @@ def batch_indices(dataset_size: int, batch_size: int, seed: int, step: int) -> t
 # -------------------------------------------------------------------------------------- devices
 
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA; nothing (fp32) on the CPU."""
+    """bf16 autocast on CUDA and on CPUs with bf16 instructions (a training step of mini's VAE and
+    UNet at 128 px, batch 4: 1.23 -> 0.86 s on this project's AVX512-BF16 CPU); elsewhere nothing
+    (fp32: without those instructions bf16 is emulated and far slower). Weights and optimiser
+    state stay fp32 either way."""
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
+    if native_bfloat16(device):
+        return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -356,7 +362,9 @@ def package_versions() -> dict[str, str | None]:
 def device_description(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+    precision = "bf16 autocast" if native_bfloat16(device) else "fp32"
+    return (f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+            f"{torch.get_num_threads()} threads, {precision})")
 
 
 def loss_summary(history: list[dict[str, float]]) -> dict[str, dict[str, float]]:
