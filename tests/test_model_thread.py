@@ -3,8 +3,12 @@ Studio: calls from any thread run there, in order, with their results and except
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -78,3 +82,15 @@ def test_the_studio_loads_and_runs_every_call_on_its_model_thread(photo: Image.I
     studio.model_thread.close()
     studio.model_thread = None
     assert pixel_distance(studio.text_to_image("a boat", seed=1), images[0]) == 0.0
+
+
+def test_a_long_call_does_not_keep_the_program_from_exiting() -> None:
+    """Ctrl-C during a long load (a first download) ends the app: the model thread is a daemon."""
+    script = ("import threading, time\n"
+              "from models.running.model_thread import ModelThread\n"
+              "thread = ModelThread()\n"
+              "threading.Thread(target=thread.run, args=(time.sleep, 60), daemon=True).start()\n"
+              "time.sleep(0.2)\n")
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[1], check=True, timeout=30)
+    assert time.monotonic() - started < 20

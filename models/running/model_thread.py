@@ -13,37 +13,58 @@ turn through ModelThread.run.
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import ParamSpec, TypeVar
+from concurrent.futures import Future
+from typing import Any, ParamSpec, TypeVar
 
 Params = ParamSpec("Params")
 Result = TypeVar("Result")
+Call = tuple[Future, Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
 
 class ModelThread:
     """Runs functions on one dedicated thread, in the order they are submitted; the caller waits
     for the result, and an exception is raised in the caller. A call made on the thread itself
-    runs at once (so a model call may make others)."""
+    runs at once (so a model call may make others). The thread is a daemon: Ctrl-C during a long
+    load (a first download) ends the program instead of waiting for the load to finish."""
 
     def __init__(self, name: str = "model-calls") -> None:
-        self._ident: int | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name, initializer=self._remember)
+        self._calls: queue.SimpleQueue[Call | None] = queue.SimpleQueue()
+        self._closing = threading.Lock()
+        self._closed = False
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
 
-    def _remember(self) -> None:
-        self._ident = threading.get_ident()
+    def _serve(self) -> None:
+        while (call := self._calls.get()) is not None:
+            future, function, args, kwargs = call
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(function(*args, **kwargs))
+            except BaseException as error:  # handed to the caller, whatever it is
+                future.set_exception(error)
 
     @property
     def current(self) -> bool:
         """Whether the calling thread is the model thread."""
-        return threading.get_ident() == self._ident
+        return threading.current_thread() is self._thread
 
     def run(self, function: Callable[Params, Result], *args: Params.args, **kwargs: Params.kwargs) -> Result:
         if self.current:
             return function(*args, **kwargs)
-        return self._executor.submit(function, *args, **kwargs).result()
+        future: Future[Result] = Future()
+        with self._closing:
+            if self._closed:
+                raise RuntimeError("the model thread was closed")
+            self._calls.put((future, function, args, kwargs))
+        return future.result()
 
     def close(self) -> None:
-        """Finish the call in progress and stop the thread; later calls raise RuntimeError."""
-        self._executor.shutdown(wait=True)
+        """Finish the calls already submitted and stop the thread; later calls raise RuntimeError."""
+        with self._closing:
+            self._closed = True
+            self._calls.put(None)
+        self._thread.join()
