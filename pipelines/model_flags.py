@@ -24,7 +24,8 @@ def add_model_flags(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
                                                        "with --source mini, a mini folder other than assets/mini")
     models.add_argument("--device", help="cpu, cuda, cuda:1, ...; default: CUDA when available, else CPU")
     models.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto",
-                        help="default: float16 on CUDA, float32 on the CPU")
+                        help="default (auto): float16 on CUDA; float32 on the CPU, with the VAE in bfloat16 where "
+                             "the CPU has bf16 instructions; a dtype named here is used for every network")
     return models
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
 
@@ -84,7 +85,9 @@ class Studio:
         """Load SD-Turbo from source ("auto", "hub", "local", "mini" or "tiny"), then the
         img2img-turbo tasks and the preview decoder on top of it, and apply the device's speed
         settings (Studio.prepare; `acceleration` replaces them, for the benchmark's experiments);
-        everything stays resident. A task whose weights cannot be had
+        everything stays resident. dtype None or "auto" is float16 on CUDA and float32 on the CPU,
+        with the VAE in bfloat16 where the CPU has bf16 instructions; a dtype named is used for every
+        network. A task whose weights cannot be had
         is listed in `unavailable_tasks` with the reason, and its method raises with that reason.
 
         model_thread: load on a dedicated thread and run every later call of the studio's methods
@@ -113,6 +116,9 @@ class Studio:
         preview = preview_decoder_for(store.source, store.base.unet.config.out_channels, store.device, store.dtype)
         report(0.95, f"Live text previews: {preview.origin}" if preview.decoder is not None else
                f"Live text previews use the full VAE: {preview.origin}")
+        if acceleration is None and dtype not in (None, "auto"):
+            # a dtype asked for is the dtype of every network: no bfloat16 VAE on a float32 store
+            acceleration = replace(Acceleration.for_device(store.device), bfloat16=())
         studio = cls.prepare(store, preview_decoder=preview.decoder, acceleration=acceleration)
         report(1.0, f"Models are resident ({studio.acceleration.describe()})")
         return studio

@@ -93,3 +93,14 @@ def test_a_bf16_unet_runs_too(photo: Image.Image, monkeypatch: pytest.MonkeyPatc
     assert studio.store.task("sketch_to_image").conv_in[0].dtype == torch.bfloat16
     for name, image in outputs(studio, photo).items():
         assert pixel_distance(image, reference[name]) < 4.0, name
+
+
+def test_a_dtype_asked_for_is_used_for_every_network() -> None:
+    """--dtype float32 turns the bfloat16 VAE off; the default (auto) keeps what the CPU allows."""
+    default = Studio.load("tiny", device="cpu", tasks=())
+    assert default.acceleration.bfloat16 == tuple(name for name in Acceleration.for_device(CPU).bfloat16
+                                                  if name != "unet")
+    chosen = Studio.load("tiny", device="cpu", dtype="float32", tasks=())
+    assert chosen.acceleration.bfloat16 == ()
+    assert chosen.store.base.vae_dtype == torch.float32
+    assert next(chosen.preview_decoder.parameters()).dtype == torch.float32
