@@ -52,7 +52,8 @@ class Acceleration:
     bfloat16: the networks to run in bfloat16 when the store is float32 (its text encoder, the
     latents and the images stay float32); the UNet only when it has at least
     BFLOAT16_UNET_MIN_PARAMETERS. Pays on CPUs with bf16 instructions (devices.native_bfloat16):
-    the mini VAE's convolutions 1.6-2.2x faster, within about 40 dB PSNR of fp32 images.
+    the mini VAE 1.5-2.2x faster (bench/RESULTS.md), its images within about 40 dB PSNR of fp32.
+    Call accelerate after every task is installed: a task added later would stay fp32.
     fold_lora: run tasks with their LoRA folded into the weights (models.running.folding) when the
     base is small (at most FOLD_MAX_PARAMETERS in its UNet and VAE): there the adapters' extra
     operations are much of a call and rebuilding the folded weights is cheap.
@@ -141,7 +142,7 @@ def cast_to_bfloat16(store: ModelStore, networks: tuple[ConvNetwork, ...],
         _cast(base.vae, half)
         base.vae_dtype = half
         for task in store.tasks.values():
-            task.skips.to(dtype=half)
+            _cast(task.skips, half)
             task.vae_overrides = {name: tensor.to(half) for name, tensor in task.vae_overrides.items()}
     if "preview_decoder" in networks and preview_decoder is not None:
         _cast(preview_decoder, half)
