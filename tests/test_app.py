@@ -193,3 +193,31 @@ def wait_until_queued(job: object, timeout: float = 60) -> None:
         raise AssertionError("the second request never reached the queue")
     finally:
         deadline.cancel()
+
+
+# --- the app as app.py loads it: one model thread -------------------------------------------------
+
+def test_the_app_runs_every_model_call_on_its_model_thread() -> None:
+    """app.load_studio loads on a model thread; API calls (Gradio worker threads) run there, and a
+    pipeline's error still reaches the client with its message."""
+    studio, preview_side = app.load_studio(app.parser().parse_args(["--source", "tiny", "--device", "cpu"]))
+    assert studio.model_thread is not None
+    model_ident = studio.model_thread.run(threading.get_ident)
+    called_on: list[int] = []
+    model_call = studio.store.model_call
+
+    def recording_model_call(*args: object, **kwargs: object) -> object:
+        called_on.append(threading.get_ident())
+        return model_call(*args, **kwargs)
+
+    studio.store.model_call = recording_model_call  # type: ignore[method-assign]
+    try:
+        with serving(studio, preview_side=preview_side) as running:
+            client = Client(running.local_url, verbose=False)  # type: ignore[attr-defined]
+            result = client.predict(handle_file(SKETCH), "a cottage", 0.4, 1, api_name="/sketch_to_image")
+            with pytest.raises(AppError, match="seed=-1 must be a whole number"):
+                client.predict("a cat", -1, 512, 512, api_name="/text_to_image")
+    finally:
+        studio.model_thread.close()
+    assert opened(result).size == Image.open(SKETCH).size
+    assert called_on and set(called_on) == {model_ident} != {threading.get_ident()}
