@@ -33,7 +33,7 @@ def edit(store: ModelStore, image: ImageInput, prompt: str, *, strength: float =
     t = strength_to_timestep(strength)
     # 2. size for the model and convert
     pixels = to_tensor(resize(photo, model_size(*photo.size, limits.native_side)), store.device, store.dtype)
-    with store.model_call():
+    with store.model_call() as call:
         embeddings = store.prompt_embeddings(prompt)
         # 3. encode (posterior mean: the photo's latent, no sampling noise)
         latents = base.encode(pixels)
@@ -41,7 +41,7 @@ def edit(store: ModelStore, image: ImageInput, prompt: str, *, strength: float =
         noise = seeded_noise(seed, tuple(latents.shape), store.device, store.dtype)
         noisy = base.add_noise(latents, noise, t)
         # 5. one step to x0, decode
-        denoised = base.predict_x0(noisy, t, embeddings)
+        denoised = call.predict_x0(noisy, t, embeddings)
         decoded = base.decode(denoised)
     # 6. back to the photo's size
     return resize(to_pil(decoded), photo.size)

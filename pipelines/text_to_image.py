@@ -34,12 +34,12 @@ def text_to_image(store: ModelStore, prompt: str, *, seed: int = 0, width: int |
     latent_shape = (1, base.unet.config.in_channels, padded_height // LATENT_FACTOR, padded_width // LATENT_FACTOR)
     # 2. seeded noise: the latent at the final timestep
     noise = seeded_noise(seed, latent_shape, store.device, store.dtype)
-    with store.model_call():
+    with store.model_call() as call:
         # 3. prompt embeddings (cached)
         embeddings = store.prompt_embeddings(prompt)
         # 4. one UNet step to x0
         start = base.add_noise(torch.zeros_like(noise), noise, FINAL_TIMESTEP)  # x_T = sqrt(1 - abar) * noise
-        latents = base.predict_x0(start, FINAL_TIMESTEP, embeddings)
+        latents = call.predict_x0(start, FINAL_TIMESTEP, embeddings)
         # 5. decode: the full VAE, or TAESD for a live preview
         if preview_decoder is None:
             pixels = base.decode(latents)

@@ -7,7 +7,7 @@ import functools
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pytest
@@ -60,6 +60,13 @@ def recording_hook(record: CallRecord, owner: nn.Module) -> Callable[..., None]:
         record.parameters.update({name: p.data_ptr() for name, p in owner.named_parameters()})
 
     return hook
+
+
+@pytest.fixture(scope="module")
+def studio() -> Studio:
+    """The tiny Studio with the UNet run eagerly: the hooks below see Python module calls, which a
+    traced UNet does not make (tests/test_traced_unet.py checks that it reads the same tensors)."""
+    return Studio.load("tiny", device="cpu", acceleration=replace(Acceleration.for_device(torch.device("cpu")), trace_unet=False))
 
 
 @pytest.fixture

@@ -45,7 +45,7 @@ def run_task(call: ModelCall, control: torch.Tensor, embeddings: torch.Tensor, *
     latents = (mean * base.latent_scale).to(base.dtype)
     if noise is not None:
         latents = gamma * latents + (1 - gamma) * noise
-    denoised = base.predict_x0(latents, FINAL_TIMESTEP, embeddings,
+    denoised = call.predict_x0(latents, FINAL_TIMESTEP, embeddings,
                                unet_parameters=_conv_in_override(task, base, gamma))
     with swapped_parameters(base.vae, task.vae_overrides):
         latents = (denoised / base.latent_scale).to(base.vae_dtype)

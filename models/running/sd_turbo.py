@@ -10,6 +10,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from models.running.swapped import swapped_parameters
+from models.running.traced_unet import TracedUNet
 
 FINAL_TIMESTEP = 999
 
@@ -54,14 +55,20 @@ class SDTurbo:
         return cached
 
     def predict_x0(self, noisy_latents: torch.Tensor, t: int, prompt_embeds: torch.Tensor,
-                   unet_parameters: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+                   unet_parameters: Mapping[str, torch.Tensor] | None = None,
+                   traced: TracedUNet | None = None) -> torch.Tensor:
         """One UNet call at timestep t, then the epsilon-to-x0 formula (the UFOGen-style one step):
         x0 = (x_t - sqrt(1 - abar_t) * eps) / sqrt(abar_t).
 
-        unet_parameters replace UNet parameters (plain names) for this call only."""
-        with swapped_parameters(self.unet, unet_parameters or {}):
-            eps = self.unet(noisy_latents.to(self.unet_dtype), self.timestep(t),
-                            encoder_hidden_states=prompt_embeds.to(self.unet_dtype)).sample
+        unet_parameters replace UNet parameters (plain names) for this call only. traced: run the
+        UNet through these traced graphs (only where every layer runs plain: the store's folded
+        calls hand them over)."""
+        sample, embeddings = noisy_latents.to(self.unet_dtype), prompt_embeds.to(self.unet_dtype)
+        if traced is not None:
+            eps = traced(sample, self.timestep(t), embeddings, unet_parameters or {})
+        else:
+            with swapped_parameters(self.unet, unet_parameters or {}):
+                eps = self.unet(sample, self.timestep(t), encoder_hidden_states=embeddings).sample
         alpha_bar = self.alphas_cumprod[t]
         x0 = (noisy_latents.float() - (1 - alpha_bar).sqrt() * eps.float()) / alpha_bar.sqrt()
         return x0.to(self.dtype)

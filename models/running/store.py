@@ -26,6 +26,7 @@ from models.running.errors import PromptTruncatedWarning, TaskUnavailableError
 from models.running.folding import AdapterFolding, PlainLayers
 from models.running.sd_turbo import SDTurbo
 from models.running.task_model import TaskAdapterScales, TaskModel
+from models.running.traced_unet import TracedUNet
 from models.weights.base_loading import build_tiny_sd_turbo, load_sd_turbo
 from models.weights.sources import SourceInfo, resolve_source
 from models.weights.specs import SourceName, TaskName
@@ -43,11 +44,18 @@ class CacheStats:
 
 @dataclass(frozen=True)
 class ModelCall:
-    """What a model call runs on: the base, the task (None: plain SD-Turbo) and its gamma."""
+    """What a model call runs on: the base, the task (None: plain SD-Turbo), its gamma, and the
+    traced UNet where this call may use it (a folded call on a store with tracing on)."""
 
     base: SDTurbo
     task: TaskModel | None
     gamma: float
+    traced_unet: TracedUNet | None = None
+
+    def predict_x0(self, noisy_latents: torch.Tensor, t: int, prompt_embeds: torch.Tensor,
+                   unet_parameters: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """SDTurbo.predict_x0, through the traced UNet where the call has one."""
+        return self.base.predict_x0(noisy_latents, t, prompt_embeds, unet_parameters, traced=self.traced_unet)
 
     def require_task(self) -> TaskModel:
         if self.task is None:
@@ -71,6 +79,7 @@ class ModelStore:
         self._unavailable: dict[str, str] = {}
         self._folding: AdapterFolding | None = None
         self._plain_layers: PlainLayers | None = None  # with folding: wrappers skipped in folded calls
+        self._traced_unet: TracedUNet | None = None  # with folding: the UNet of folded calls, traced
 
     @classmethod
     def load(cls, source: SourceName = "auto", *, model_dir: Path | str | None = None,
@@ -143,6 +152,15 @@ class ModelStore:
                 self._plain_layers = PlainLayers(self.base.unet, self.base.vae)
                 self._plain_layers.refresh()
 
+    def trace_unet(self) -> None:
+        """From now on, run the UNet of folded calls through traced graphs (models.running.traced_unet).
+        Needs fold_adapters: only folded calls run every layer plain."""
+        with self.lock:
+            if self._folding is None:
+                raise RuntimeError("trace_unet needs fold_adapters first: only folded calls run plain layers")
+            if self._traced_unet is None:
+                self._traced_unet = TracedUNet(self.base.unet)
+
     # --- the one way to run the networks -------------------------------------------------------
 
     @contextmanager
@@ -164,7 +182,7 @@ class ModelStore:
             if installed is not None:
                 installed.skip_switch.apply(scales.skips)
             with self._plain_layers.running() if folded and self._plain_layers is not None else nullcontext():
-                yield ModelCall(self.base, installed, gamma)
+                yield ModelCall(self.base, installed, gamma, self._traced_unet if folded else None)
 
     # --- prompts --------------------------------------------------------------------------------
 

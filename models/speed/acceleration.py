@@ -57,6 +57,8 @@ class Acceleration:
     fold_lora: run tasks with their LoRA folded into the weights (models.running.folding) when the
     base is small (at most FOLD_MAX_PARAMETERS in its UNet and VAE): there the adapters' extra
     operations are much of a call and rebuilding the folded weights is cheap.
+    trace_unet: with fold_lora applied, run the UNet of folded calls through TorchScript graphs
+    (models.running.traced_unet): a small UNet's call is mostly Python, which the graphs skip.
     """
 
     attention: AttentionKind = "sdpa"
@@ -64,6 +66,7 @@ class Acceleration:
     compile_mode: CompileMode = "off"
     fold_lora: bool = False
     bfloat16: tuple[ConvNetwork, ...] = ()
+    trace_unet: bool = False
 
     @classmethod
     def for_device(cls, device: torch.device) -> Acceleration:
@@ -75,12 +78,12 @@ class Acceleration:
         if device.type == "cuda":
             return cls(attention="sdpa", channels_last=CONV_NETWORKS, compile_mode="reduce-overhead")
         return cls(attention="sdpa", channels_last=("vae", "preview_decoder"), compile_mode="off", fold_lora=True,
-                   bfloat16=CONV_NETWORKS if native_bfloat16(device) else ())
+                   bfloat16=CONV_NETWORKS if native_bfloat16(device) else (), trace_unet=True)
 
     def describe(self) -> str:
         parts = [f"attention={self.attention}", f"channels_last={'+'.join(self.channels_last) or 'none'}",
                  f"compile={self.compile_mode}", f"fold_lora={'on' if self.fold_lora else 'off'}",
-                 f"bfloat16={'+'.join(self.bfloat16) or 'none'}"]
+                 f"bfloat16={'+'.join(self.bfloat16) or 'none'}", f"trace_unet={'on' if self.trace_unet else 'off'}"]
         return ", ".join(parts)
 
 
@@ -175,8 +178,12 @@ def accelerate(store: ModelStore, acceleration: Acceleration,
         set_channels_last(modules, name in acceleration.channels_last)
     applied = replace(applied, fold_lora=acceleration.fold_lora
                       and parameter_count(base.unet, base.vae) <= FOLD_MAX_PARAMETERS)
+    applied = replace(applied, trace_unet=acceleration.trace_unet and applied.fold_lora
+                      and acceleration.compile_mode == "off")
     if applied.fold_lora:
         store.fold_adapters()
+    if applied.trace_unet:
+        store.trace_unet()
     compiled = [base.unet, *vae_blocks(base.vae)]
     if preview_decoder is not None:
         compiled.append(preview_decoder.decoder)

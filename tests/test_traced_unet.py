@@ -1,0 +1,102 @@
+"""The UNet of folded calls through traced graphs (models.running.traced_unet), the CPU default for
+small bases: the same images as the eager UNet for every task and gamma, graphs that read the
+UNet's own tensors (so folded weights reach them), and tracing only where layers run plain."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from models.running.swapped import owner
+from models.running.traced_unet import TracedUNet
+from models.speed.acceleration import Acceleration
+from pipelines import Studio
+from tests.conftest import pixel_distance
+
+CPU = torch.device("cpu")
+DEFAULTS = Acceleration.for_device(CPU)
+
+
+@pytest.fixture(scope="module")
+def traced() -> Studio:
+    studio = Studio.load("tiny", device="cpu")
+    assert studio.acceleration.trace_unet, "the CPU default for a small base traces the UNet"
+    return studio
+
+
+@pytest.fixture(scope="module")
+def eager() -> Studio:
+    return Studio.load("tiny", device="cpu", acceleration=replace(DEFAULTS, trace_unet=False))
+
+
+def sketch() -> np.ndarray:
+    drawing = np.full((64, 64), 255, np.uint8)
+    drawing[16:48, 20] = drawing[40, 10:54] = 0
+    return drawing
+
+
+def calls(studio: Studio, photo: Image.Image) -> dict[str, Image.Image]:
+    """Tasks and gammas in turn, so each call folds other weights than the one before."""
+    return {"text": studio.text_to_image("a cat", seed=1, width=256, height=256),
+            "sketch 0.4": studio.sketch_to_image(sketch(), "a cat", gamma=0.4, seed=3),
+            "edit": studio.edit(photo, "a cat", strength=0.7, seed=2),
+            "sketch 1.0": studio.sketch_to_image(sketch(), "a cat", gamma=1.0),
+            "translate": studio.translate(photo, direction="day_to_night"),
+            "edge": studio.edge_to_image(photo, "a cat")[1],
+            "text 320x256": studio.text_to_image("a cat", seed=1, width=320, height=256)}
+
+
+def test_traced_calls_give_the_eager_images(traced: Studio, eager: Studio, photo: Image.Image) -> None:
+    ours, theirs = calls(traced, photo), calls(eager, photo)
+    for name in ours:
+        assert pixel_distance(ours[name], theirs[name]) < 0.05, name
+    assert calls(traced, photo).keys() == ours.keys()  # the same again, from the kept graphs
+    for name, image in calls(traced, photo).items():
+        assert pixel_distance(image, ours[name]) == 0.0, name
+
+
+def test_the_graphs_read_the_unets_own_tensors(traced: Studio) -> None:
+    """A weight changed in place (as folding does) changes what the traced graph computes."""
+    before = traced.text_to_image("a dog", seed=4, width=256, height=256)
+    module, attribute = owner(traced.store.base.unet, "conv_out.weight")
+    weight = module._parameters[attribute]
+    kept = weight.detach().clone()
+    with torch.no_grad():
+        weight.mul_(0.5)
+    try:
+        changed = traced.text_to_image("a dog", seed=4, width=256, height=256)
+    finally:
+        with torch.no_grad():
+            weight.copy_(kept)
+    assert pixel_distance(changed, before) > 1.0
+    assert pixel_distance(traced.text_to_image("a dog", seed=4, width=256, height=256), before) == 0.0
+
+
+def test_only_folded_calls_are_traced(traced: Studio, eager: Studio) -> None:
+    with traced.store.model_call() as call:
+        assert isinstance(call.traced_unet, TracedUNet)
+    with eager.store.model_call() as call:
+        assert call.traced_unet is None
+    unfolded = Studio.load("tiny", device="cpu", tasks=(), acceleration=replace(DEFAULTS, fold_lora=False))
+    assert not unfolded.acceleration.trace_unet  # tracing needs folding: only folded calls run plain layers
+    with pytest.raises(RuntimeError, match="fold_adapters"):
+        unfolded.store.trace_unet()
+
+
+def test_a_graph_per_shape_and_only_the_newest_are_kept(traced: Studio) -> None:
+    base = traced.store.base
+    graphs = TracedUNet(base.unet, max_graphs=2)
+    embeddings = traced.store.prompt_embeddings("a cat")
+    with traced.store.model_call():
+        for side in (4, 6, 8, 4):
+            sample = torch.randn(1, 4, side, side)
+            eps = graphs(sample, base.timestep(999), embeddings, {})
+            expected = base.unet(sample, base.timestep(999), encoder_hidden_states=embeddings).sample
+            torch.testing.assert_close(eps, expected, atol=1e-5, rtol=0)
+        assert graphs.traced_shapes == 2
+        with pytest.raises(ValueError, match="only conv_in"):
+            graphs(sample, base.timestep(999), embeddings, {"conv_out.weight": torch.zeros(1)})
