@@ -5,8 +5,10 @@ per adapter setting, so there every task is run at the shapes the app serves by 
 image at the native side with the full VAE and with the preview decoder, the sketch model at the
 live preview side and at the full canvas side with gamma 1 and with the default gamma (the two
 paths: a fixed LoRA scale and a blended one; the second gamma also makes dynamo treat the scale as
-a variable), and the other tasks at the native side. Uncompiled (the CPU default), one cheap call
-per task at the smallest size is enough: nothing slow happens at start-up.
+a variable), and the other tasks at the native side. The traced UNet of small bases on the CPU
+(models.running.traced_unet) also keeps a graph per latent shape, traced on its first call (about a
+second), so it is warmed the same way. Otherwise one cheap call per task at the smallest size is
+enough: nothing slow happens at start-up.
 """
 
 from __future__ import annotations
@@ -32,13 +34,14 @@ class WarmUpCall:
     direction: Direction | None = None  # translate
 
 
-def warm_up_plan(limits: Limits, installed: Collection[str], *, compiled: bool, preview_side: int,
+def warm_up_plan(limits: Limits, installed: Collection[str], *, per_shape: bool, preview_side: int,
                  has_preview_decoder: bool) -> list[WarmUpCall]:
-    """The calls to make: at the served shapes when compiled, else once each at the smallest side.
-    installed: the img2img-turbo tasks loaded (text to image and edit need only the base)."""
-    sides = sorted({preview_side, limits.native_side}) if compiled else [limits.min_side]
-    side = limits.native_side if compiled else limits.min_side
-    gammas = sorted({1.0, limits.default_gamma}) if compiled else [limits.default_gamma]
+    """The calls to make: at the served shapes when the networks keep graphs per shape (compiled
+    or traced), else once each at the smallest side. installed: the img2img-turbo tasks loaded
+    (text to image and edit need only the base)."""
+    sides = sorted({preview_side, limits.native_side}) if per_shape else [limits.min_side]
+    side = limits.native_side if per_shape else limits.min_side
+    gammas = sorted({1.0, limits.default_gamma}) if per_shape else [limits.default_gamma]
     calls = [WarmUpCall("text_to_image", side)]
     if has_preview_decoder:
         calls.append(WarmUpCall("text_to_image", side, preview=True))

@@ -85,7 +85,7 @@ def edge_forward(store: ModelStore) -> torch.Tensor:
 def test_compiled_warm_up_covers_the_served_shapes() -> None:
     limits = Limits.for_native_side(512)
     plan = warm_up_plan(limits, ("sketch_to_image", "edge_to_image", "day_to_night", "rainy_to_clear"),
-                        compiled=True, preview_side=256, has_preview_decoder=True)
+                        per_shape=True, preview_side=256, has_preview_decoder=True)
     assert WarmUpCall("text_to_image", 512) in plan and WarmUpCall("text_to_image", 512, preview=True) in plan
     sketches = {(call.side, call.gamma) for call in plan if call.task == "sketch_to_image"}
     assert sketches == {(side, gamma) for side in (256, 512) for gamma in (1.0, limits.default_gamma)}
@@ -95,7 +95,7 @@ def test_compiled_warm_up_covers_the_served_shapes() -> None:
 
 def test_uncompiled_warm_up_is_one_small_call_per_task() -> None:
     limits = Limits.for_native_side(512)
-    plan = warm_up_plan(limits, ("sketch_to_image",), compiled=False, preview_side=256, has_preview_decoder=False)
+    plan = warm_up_plan(limits, ("sketch_to_image",), per_shape=False, preview_side=256, has_preview_decoder=False)
     assert plan == [WarmUpCall("text_to_image", 256), WarmUpCall("edit", 256),
                     WarmUpCall("sketch_to_image", 256, gamma=limits.default_gamma)]
 

@@ -100,3 +100,15 @@ def test_a_graph_per_shape_and_only_the_newest_are_kept(traced: Studio) -> None:
         assert graphs.traced_shapes == 2
         with pytest.raises(ValueError, match="only conv_in"):
             graphs(sample, base.timestep(999), embeddings, {"conv_out.weight": torch.zeros(1)})
+
+
+def test_warm_up_traces_the_served_shapes() -> None:
+    """So the first stroke or prompt waits for no tracing (about a second a shape)."""
+    studio = Studio.load("tiny", device="cpu", tasks=("sketch_to_image",))
+    studio.warm_up(preview_side=256)
+    with studio.store.model_call() as call:
+        graphs = call.traced_unet
+    assert graphs is not None and graphs.traced_shapes == 2  # the native 512 px and the 256 px preview
+    studio.text_to_image("a cat", seed=1)
+    studio.sketch_to_image(np.full((256, 256), 255, np.uint8) - np.eye(256, dtype=np.uint8) * 255, "a cat")
+    assert graphs.traced_shapes == 2
