@@ -112,3 +112,20 @@ def test_warm_up_traces_the_served_shapes() -> None:
     studio.text_to_image("a cat", seed=1)
     studio.sketch_to_image(np.full((256, 256), 255, np.uint8) - np.eye(256, dtype=np.uint8) * 255, "a cat")
     assert graphs.traced_shapes == 2
+
+
+def test_a_shape_that_cannot_be_traced_runs_eagerly_with_a_warning(traced: Studio,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_tracing(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("tracing is not available")
+
+    base = traced.store.base
+    graphs = TracedUNet(base.unet)
+    embeddings = traced.store.prompt_embeddings("a cat")
+    sample = torch.randn(1, 4, 6, 6)
+    monkeypatch.setattr(torch.jit, "trace", no_tracing)
+    with traced.store.model_call(), pytest.warns(RuntimeWarning, match="runs eagerly"):
+        eps = graphs(sample, base.timestep(999), embeddings, {})
+    with traced.store.model_call():
+        expected = base.unet(sample, base.timestep(999), encoder_hidden_states=embeddings).sample
+    torch.testing.assert_close(eps, expected)

@@ -12,6 +12,11 @@ parameter tensors, and weights that folding later changes in place are what they
 conv_in, which pix2pix tasks swap per call (models.running.swapped), is an input of the graph.
 A new latent shape or dtype is traced on its first call (about a second for the mini UNet); the
 last MAX_GRAPHS shapes are kept.
+
+torch 2.13 marks torch.jit.trace deprecated in favour of torch.compile and torch.export, which
+compile C++ kernels: on this CPU a first call then takes over a minute per shape, where tracing
+takes a second. Should tracing fail (a torch without it, a model it cannot follow), that shape runs
+eagerly, with a warning: same images, the Python cost back.
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ class TracedUNet:
     def __init__(self, unet: UNet2DConditionModel, max_graphs: int = MAX_GRAPHS) -> None:
         self._unet = unet
         self._max_graphs = max_graphs
-        self._graphs: OrderedDict[GraphKey, torch.jit.ScriptModule] = OrderedDict()
+        self._graphs: OrderedDict[GraphKey, nn.Module] = OrderedDict()  # traced, or eager where tracing failed
 
     @property
     def traced_shapes(self) -> int:
@@ -73,10 +78,17 @@ class TracedUNet:
         self._graphs.move_to_end(key)
         return graph(*inputs)
 
-    def _trace(self, inputs: tuple[torch.Tensor, ...]) -> torch.jit.ScriptModule:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape-dependent branches: one graph per shape
-            return torch.jit.trace(_ConvInAsInput(self._unet), inputs, check_trace=False)
+    def _trace(self, inputs: tuple[torch.Tensor, ...]) -> nn.Module:
+        forward = _ConvInAsInput(self._unet)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape-dependent branches: a graph per shape
+                warnings.simplefilter("ignore", DeprecationWarning)  # see the module docstring
+                return torch.jit.trace(forward, inputs, check_trace=False)
+        except Exception as error:  # noqa: BLE001 - any failure to trace leaves the eager forward
+            warnings.warn(f"The UNet could not be traced for inputs of shapes {[tuple(t.shape) for t in inputs]} "
+                          f"({type(error).__name__}: {error}); it runs eagerly there.", RuntimeWarning, stacklevel=3)
+            return forward
 
 
 def _parameter(unet: nn.Module, name: str) -> torch.Tensor:
