@@ -10,6 +10,7 @@ which checks it only with --timing.
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -74,6 +75,19 @@ def float32_cpu_defaults() -> Acceleration:
     """Studio.load's CPU settings without bfloat16 networks: for tests that compare images with
     float32 reference code (bf16 against fp32 is tests/test_bfloat16.py's)."""
     return replace(Acceleration.for_device(torch.device("cpu")), bfloat16=())
+
+
+def model_call_threads(studio: Studio) -> list[int]:
+    """From now on, the ident of the thread of each model call the studio's store opens."""
+    threads: list[int] = []
+    model_call = studio.store.model_call
+
+    def recording_model_call(*args: object, **kwargs: object) -> object:
+        threads.append(threading.get_ident())
+        return model_call(*args, **kwargs)
+
+    studio.store.model_call = recording_model_call  # type: ignore[method-assign]
+    return threads
 
 
 def pixel_distance(a: Image.Image, b: Image.Image) -> float:

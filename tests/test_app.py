@@ -20,7 +20,7 @@ from PIL import Image
 
 import app
 from pipelines import Studio
-from tests.conftest import opened, serving
+from tests.conftest import model_call_threads, opened, serving
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "examples"
 SKETCH = ASSETS / "sketch_house.png"
@@ -203,14 +203,7 @@ def test_the_app_runs_every_model_call_on_its_model_thread() -> None:
     studio, preview_side = app.load_studio(app.parser().parse_args(["--source", "tiny", "--device", "cpu"]))
     assert studio.model_thread is not None
     model_ident = studio.model_thread.run(threading.get_ident)
-    called_on: list[int] = []
-    model_call = studio.store.model_call
-
-    def recording_model_call(*args: object, **kwargs: object) -> object:
-        called_on.append(threading.get_ident())
-        return model_call(*args, **kwargs)
-
-    studio.store.model_call = recording_model_call  # type: ignore[method-assign]
+    called_on = model_call_threads(studio)
     try:
         with serving(studio, preview_side=preview_side) as running:
             client = Client(running.local_url, verbose=False)  # type: ignore[attr-defined]

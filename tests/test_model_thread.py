@@ -16,7 +16,7 @@ from PIL import Image
 from models.running.model_thread import ModelThread
 from pipelines import Studio
 from pipelines.errors import InputError
-from tests.conftest import pixel_distance
+from tests.conftest import model_call_threads, pixel_distance
 
 
 def test_calls_from_many_threads_run_on_one_thread_in_turn() -> None:
@@ -62,14 +62,7 @@ def test_the_studio_loads_and_runs_every_call_on_its_model_thread(photo: Image.I
     assert studio.model_thread is not None
     model_ident = studio.model_thread.run(threading.get_ident)
     assert loaded_on == {model_ident} != {threading.get_ident()}
-    called_on: list[int] = []
-    model_call = studio.store.model_call
-
-    def recording_model_call(*args: object, **kwargs: object) -> object:
-        called_on.append(threading.get_ident())
-        return model_call(*args, **kwargs)
-
-    studio.store.model_call = recording_model_call  # type: ignore[method-assign]
+    called_on = model_call_threads(studio)
     studio.warm_up()
     with ThreadPoolExecutor(4) as callers:
         images = list(callers.map(lambda seed: studio.text_to_image("a boat", seed=seed), (1, 1, 2)))
