@@ -67,7 +67,7 @@ class TracedUNet:
         others = set(replaced) - set(CONV_IN)
         if others:
             raise ValueError(f"a traced UNet takes only conv_in as replaced parameters, not {sorted(others)}")
-        weight, bias = (replaced.get(name, _parameter(self._unet, name)) for name in CONV_IN)
+        weight, bias = (replaced[name] if name in replaced else _parameter(self._unet, name) for name in CONV_IN)
         inputs = (sample, timestep, embeddings, weight, bias)
         key: GraphKey = tuple((tuple(tensor.shape), tensor.dtype) for tensor in inputs)
         graph = self._graphs.get(key)

@@ -176,10 +176,9 @@ def accelerate(store: ModelStore, acceleration: Acceleration,
         "preview_decoder": [preview_decoder] if preview_decoder is not None else []}
     for name, modules in networks.items():
         set_channels_last(modules, name in acceleration.channels_last)
-    applied = replace(applied, fold_lora=acceleration.fold_lora
-                      and parameter_count(base.unet, base.vae) <= FOLD_MAX_PARAMETERS)
-    applied = replace(applied, trace_unet=acceleration.trace_unet and applied.fold_lora
-                      and acceleration.compile_mode == "off")
+    fold = acceleration.fold_lora and parameter_count(base.unet, base.vae) <= FOLD_MAX_PARAMETERS
+    trace = acceleration.trace_unet and fold and acceleration.compile_mode == "off"
+    applied = replace(applied, fold_lora=fold, trace_unet=trace)
     if applied.fold_lora:
         store.fold_adapters()
     if applied.trace_unet:
