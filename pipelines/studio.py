@@ -186,11 +186,12 @@ class Studio:
     @on_model_thread
     def warm_up(self, preview_side: int | None = None) -> None:
         """Run every loaded task before serving so the first user action is fast: compiled (CUDA)
-        or with a traced UNet (small bases on the CPU), at the shapes the app serves (preview_side:
+        or with a traced UNet and VAE (small bases on the CPU), at the shapes the app serves (preview_side:
         the live sketch side, default the device's), else once each at the smallest size (see
         pipelines.warm_up)."""
         limits = self.limits
-        per_shape = self.acceleration.compile_mode != "off" or self.acceleration.trace_unet
+        per_shape = (self.acceleration.compile_mode != "off" or self.acceleration.trace_unet
+                     or self.acceleration.trace_vae)
         plan = warm_up_plan(limits, self.store.tasks, per_shape=per_shape,
                             preview_side=preview_side or limits.default_preview_side(self.device.type),
                             has_preview_decoder=self.preview_decoder is not None)

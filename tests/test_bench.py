@@ -106,7 +106,7 @@ def test_markdown_names_the_command_and_every_table(tiny_run: tuple[dict[str, An
     assert "Issue 4 targets" not in markdown  # GPU-only section
     bf16 = "vae+preview_decoder" if native_bfloat16(torch.device("cpu")) else "none"  # as applied: not the tiny UNet
     assert ("the Studio as the app loads it (attention=sdpa, channels_last=vae+preview_decoder, compile=off, "
-            f"fold_lora=on, bfloat16={bf16}, trace_unet=on: Studio.load's") in markdown
+            f"fold_lora=on, bfloat16={bf16}, trace_unet=on, trace_vae=on: Studio.load's") in markdown
 
 
 def test_a_source_is_benchmarked_as_the_app_loads_it(tmp_path: Path) -> None:

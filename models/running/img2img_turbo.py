@@ -2,8 +2,9 @@
 step to x0, decode with skips.
 
 Tensors a task replaces (pix2pix's conv_in, CycleGAN VAE tensors) are swapped in for its call only
-(models.running.swapped), so the shared modules read as the base again afterwards. Adapters and
-their scales are set by the store's model_call context, which every call runs in.
+(models.running.swapped, through ModelCall), so the shared modules read as the base again
+afterwards. Adapters and their scales are set by the store's model_call context, which every call
+runs in.
 """
 
 from __future__ import annotations
@@ -11,9 +12,7 @@ from __future__ import annotations
 import torch
 
 from models.running.sd_turbo import FINAL_TIMESTEP, SDTurbo
-from models.running.skip_vae import decode_with_skips, encode_with_skips
 from models.running.store import ModelCall
-from models.running.swapped import swapped_parameters
 from models.running.task_model import TaskModel, base_conv_in
 
 
@@ -40,14 +39,11 @@ def run_task(call: ModelCall, control: torch.Tensor, embeddings: torch.Tensor, *
     with noise given, the UNet input is gamma * latents + (1 - gamma) * noise. Returns pixels in [-1, 1].
     """
     base, task, gamma = call.base, call.require_task(), call.gamma
-    with swapped_parameters(base.vae, task.vae_overrides):
-        mean, skips = encode_with_skips(base.vae, control.to(base.vae_dtype))
+    mean, skips = call.encode_with_skips(control.to(base.vae_dtype))
     latents = (mean * base.latent_scale).to(base.dtype)
     if noise is not None:
         latents = gamma * latents + (1 - gamma) * noise
     denoised = call.predict_x0(latents, FINAL_TIMESTEP, embeddings,
                                unet_parameters=_conv_in_override(task, base, gamma))
-    with swapped_parameters(base.vae, task.vae_overrides):
-        latents = (denoised / base.latent_scale).to(base.vae_dtype)
-        decoded = decode_with_skips(base.vae, latents, skips, task.skips, gamma)
+    decoded = call.decode_with_skips((denoised / base.latent_scale).to(base.vae_dtype), skips)
     return decoded.to(base.dtype).clamp(-1, 1)

@@ -56,8 +56,9 @@ def encode_with_skips(vae: AutoencoderKL, pixels: torch.Tensor) -> tuple[torch.T
 
 
 def decode_with_skips(vae: AutoencoderKL, latents: torch.Tensor, skips: list[torch.Tensor],
-                      connections: SkipConnections, gamma: float) -> torch.Tensor:
-    """Decode unscaled latents, adding skip_conv_i(skip * gamma) before each up block."""
+                      connections: SkipConnections, gamma: float | torch.Tensor) -> torch.Tensor:
+    """Decode unscaled latents, adding skip_conv_i(skip * gamma) before each up block (gamma a
+    number, or a 0-d float32 tensor: the traced decoder's input, the same products)."""
     decoder = vae.decoder
     if vae.post_quant_conv is not None:
         latents = vae.post_quant_conv(latents)

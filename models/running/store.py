@@ -26,7 +26,10 @@ from models.running.errors import PromptTruncatedWarning, TaskUnavailableError
 from models.running.folding import AdapterFolding, PlainLayers
 from models.running.sd_turbo import SDTurbo
 from models.running.task_model import TaskAdapterScales, TaskModel
+from models.running.skip_vae import decode_with_skips, encode_with_skips
+from models.running.swapped import swapped_parameters
 from models.running.traced_unet import TracedUNet
+from models.running.traced_vae import TracedSkipVAE
 from models.weights.base_loading import build_tiny_sd_turbo, load_sd_turbo
 from models.weights.sources import SourceInfo, resolve_source
 from models.weights.specs import SourceName, TaskName
@@ -45,17 +48,35 @@ class CacheStats:
 @dataclass(frozen=True)
 class ModelCall:
     """What a model call runs on: the base, the task (None: plain SD-Turbo), its gamma, and the
-    traced UNet where this call may use it (a folded call on a store with tracing on)."""
+    traced UNet and VAE where this call may use them (a folded call on a store with tracing on)."""
 
     base: SDTurbo
     task: TaskModel | None
     gamma: float
     traced_unet: TracedUNet | None = None
+    traced_vae: TracedSkipVAE | None = None
 
     def predict_x0(self, noisy_latents: torch.Tensor, t: int, prompt_embeds: torch.Tensor,
                    unet_parameters: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
         """SDTurbo.predict_x0, through the traced UNet where the call has one."""
         return self.base.predict_x0(noisy_latents, t, prompt_embeds, unet_parameters, traced=self.traced_unet)
+
+    def encode_with_skips(self, pixels: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The task's VAE encoder (models.running.skip_vae), through the traced VAE where the call has
+        one and the task swaps no VAE tensors in."""
+        task = self.require_task()
+        if self.traced_vae is not None and not task.vae_overrides:
+            return self.traced_vae.encode(pixels)
+        with swapped_parameters(self.base.vae, task.vae_overrides):
+            return encode_with_skips(self.base.vae, pixels)
+
+    def decode_with_skips(self, latents: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+        """The task's VAE decoder with its skip connections at the call's gamma (as encode_with_skips)."""
+        task = self.require_task()
+        if self.traced_vae is not None and not task.vae_overrides:
+            return self.traced_vae.decode(latents, skips, task.spec.task, task.skips, self.gamma)
+        with swapped_parameters(self.base.vae, task.vae_overrides):
+            return decode_with_skips(self.base.vae, latents, skips, task.skips, self.gamma)
 
     def require_task(self) -> TaskModel:
         if self.task is None:
@@ -80,6 +101,7 @@ class ModelStore:
         self._folding: AdapterFolding | None = None
         self._plain_layers: PlainLayers | None = None  # with folding: wrappers skipped in folded calls
         self._traced_unet: TracedUNet | None = None  # with folding: the UNet of folded calls, traced
+        self._traced_vae: TracedSkipVAE | None = None  # with folding: the task VAE of folded calls, traced
 
     @classmethod
     def load(cls, source: SourceName = "auto", *, model_dir: Path | str | None = None,
@@ -161,6 +183,15 @@ class ModelStore:
             if self._traced_unet is None:
                 self._traced_unet = TracedUNet(self.base.unet)
 
+    def trace_vae(self) -> None:
+        """From now on, run the img2img-turbo VAE of folded calls through traced graphs
+        (models.running.traced_vae). Needs fold_adapters, as trace_unet."""
+        with self.lock:
+            if self._folding is None:
+                raise RuntimeError("trace_vae needs fold_adapters first: only folded calls run plain layers")
+            if self._traced_vae is None:
+                self._traced_vae = TracedSkipVAE(self.base.vae)
+
     # --- the one way to run the networks -------------------------------------------------------
 
     @contextmanager
@@ -182,7 +213,8 @@ class ModelStore:
             if installed is not None:
                 installed.skip_switch.apply(scales.skips)
             with self._plain_layers.running() if folded and self._plain_layers is not None else nullcontext():
-                yield ModelCall(self.base, installed, gamma, self._traced_unet if folded else None)
+                yield ModelCall(self.base, installed, gamma, self._traced_unet if folded else None,
+                                self._traced_vae if folded else None)
 
     # --- prompts --------------------------------------------------------------------------------
 

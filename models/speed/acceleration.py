@@ -59,6 +59,7 @@ class Acceleration:
     operations are much of a call and rebuilding the folded weights is cheap.
     trace_unet: with fold_lora applied, run the UNet of folded calls through TorchScript graphs
     (models.running.traced_unet): a small UNet's call is mostly Python, which the graphs skip.
+    trace_vae: likewise the img2img-turbo VAE of folded calls (models.running.traced_vae).
     """
 
     attention: AttentionKind = "sdpa"
@@ -67,6 +68,7 @@ class Acceleration:
     fold_lora: bool = False
     bfloat16: tuple[ConvNetwork, ...] = ()
     trace_unet: bool = False
+    trace_vae: bool = False
 
     @classmethod
     def for_device(cls, device: torch.device) -> Acceleration:
@@ -78,12 +80,13 @@ class Acceleration:
         if device.type == "cuda":
             return cls(attention="sdpa", channels_last=CONV_NETWORKS, compile_mode="reduce-overhead")
         return cls(attention="sdpa", channels_last=("vae", "preview_decoder"), compile_mode="off", fold_lora=True,
-                   bfloat16=CONV_NETWORKS if native_bfloat16(device) else (), trace_unet=True)
+                   bfloat16=CONV_NETWORKS if native_bfloat16(device) else (), trace_unet=True, trace_vae=True)
 
     def describe(self) -> str:
         parts = [f"attention={self.attention}", f"channels_last={'+'.join(self.channels_last) or 'none'}",
                  f"compile={self.compile_mode}", f"fold_lora={'on' if self.fold_lora else 'off'}",
-                 f"bfloat16={'+'.join(self.bfloat16) or 'none'}", f"trace_unet={'on' if self.trace_unet else 'off'}"]
+                 f"bfloat16={'+'.join(self.bfloat16) or 'none'}", f"trace_unet={'on' if self.trace_unet else 'off'}",
+                 f"trace_vae={'on' if self.trace_vae else 'off'}"]
         return ", ".join(parts)
 
 
@@ -177,12 +180,15 @@ def accelerate(store: ModelStore, acceleration: Acceleration,
     for name, modules in networks.items():
         set_channels_last(modules, name in acceleration.channels_last)
     fold = acceleration.fold_lora and parameter_count(base.unet, base.vae) <= FOLD_MAX_PARAMETERS
-    trace = acceleration.trace_unet and fold and acceleration.compile_mode == "off"
-    applied = replace(applied, fold_lora=fold, trace_unet=trace)
+    traceable = fold and acceleration.compile_mode == "off"
+    applied = replace(applied, fold_lora=fold, trace_unet=acceleration.trace_unet and traceable,
+                      trace_vae=acceleration.trace_vae and traceable)
     if applied.fold_lora:
         store.fold_adapters()
     if applied.trace_unet:
         store.trace_unet()
+    if applied.trace_vae:
+        store.trace_vae()
     compiled = [base.unet, *vae_blocks(base.vae)]
     if preview_decoder is not None:
         compiled.append(preview_decoder.decoder)

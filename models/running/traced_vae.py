@@ -1,0 +1,63 @@
+"""The img2img-turbo VAE (models.running.skip_vae) as TorchScript graphs
+(models.running.traced_graphs), for folded calls of tasks that swap no VAE tensors in.
+
+On the mini models at 128 px the encoder and decoder are most of a sketch or translation call, and
+traced they cost about 9 ms less of its 70-80 ms on this project's 2-core CPU (python -m bench:
+bench/RESULTS.md). As with the traced UNet, the graphs read the VAE's own tensors and the task's
+skip convs, so folded weights reach them, and gamma is an input: one graph serves every gamma.
+The encoder has a graph per input shape; the decoder one per task and shape (each task has its own
+skip convs), traced on the first call (about a second each for the mini VAE).
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import AutoencoderKL
+from torch import nn
+
+from models.running.skip_vae import SkipConnections, decode_with_skips, encode_with_skips
+from models.running.traced_graphs import MAX_GRAPHS, TracedGraphs
+
+
+class _Encoder(nn.Module):
+    def __init__(self, vae: AutoencoderKL) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        mean, skips = encode_with_skips(self.vae, pixels)
+        return (mean, *skips)
+
+
+class _Decoder(nn.Module):
+    def __init__(self, vae: AutoencoderKL, connections: SkipConnections) -> None:
+        super().__init__()
+        self.vae = vae
+        self.connections = connections
+
+    def forward(self, latents: torch.Tensor, gamma: torch.Tensor, *skips: torch.Tensor) -> torch.Tensor:
+        return decode_with_skips(self.vae, latents, list(skips), self.connections, gamma)
+
+
+class TracedSkipVAE:
+    """encode_with_skips and decode_with_skips through traced graphs (see the module docstring)."""
+
+    def __init__(self, vae: AutoencoderKL, max_graphs: int = MAX_GRAPHS) -> None:
+        self._vae = vae
+        self._encoders = TracedGraphs("VAE encoder", max_graphs)
+        self._decoders = TracedGraphs("VAE decoder", 2 * max_graphs)  # a graph per task and shape
+
+    @property
+    def traced_graphs(self) -> int:
+        return len(self._encoders) + len(self._decoders)
+
+    def encode(self, pixels: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Posterior mean (unscaled) and the skip activations, as encode_with_skips."""
+        mean, *skips = self._encoders.run(None, lambda: _Encoder(self._vae), (pixels,))  # type: ignore[misc]
+        return mean, skips
+
+    def decode(self, latents: torch.Tensor, skips: list[torch.Tensor], task: str, connections: SkipConnections,
+               gamma: float) -> torch.Tensor:
+        """decode_with_skips with `task`'s skip connections at gamma."""
+        inputs = (latents, torch.tensor(gamma, dtype=torch.float32, device=latents.device), *skips)
+        return self._decoders.run(task, lambda: _Decoder(self._vae, connections), inputs)  # type: ignore[return-value]

@@ -1,0 +1,129 @@
+"""The img2img-turbo VAE of folded calls through traced graphs (models.running.traced_vae), the CPU
+default for small bases: the eager images for every task and gamma, one decoder graph per task and
+shape whatever the gamma, graphs that read the VAE's own tensors, and the eager VAE for tasks that
+swap VAE tensors in or where tracing fails."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from models.running.swapped import owner
+from models.running.traced_vae import TracedSkipVAE
+from models.speed.acceleration import Acceleration
+from pipelines import Studio
+from tests.conftest import pixel_distance
+
+CPU = torch.device("cpu")
+DEFAULTS = Acceleration.for_device(CPU)
+
+
+@pytest.fixture(scope="module")
+def traced() -> Studio:
+    studio = Studio.load("tiny", device="cpu")
+    assert studio.acceleration.trace_vae, "the CPU default for a small base traces the task VAE"
+    return studio
+
+
+@pytest.fixture(scope="module")
+def eager() -> Studio:
+    return Studio.load("tiny", device="cpu", acceleration=replace(DEFAULTS, trace_vae=False))
+
+
+def sketch(side: int = 64) -> np.ndarray:
+    drawing = np.full((side, side), 255, np.uint8)
+    drawing[side // 4: side * 3 // 4, side // 3] = drawing[side * 5 // 8, side // 6: side * 5 // 6] = 0
+    return drawing
+
+
+def task_calls(studio: Studio, photo: Image.Image) -> dict[str, Image.Image]:
+    """The img2img-turbo tasks and gammas in turn, so each call folds other weights than the last."""
+    return {"sketch 0.3": studio.sketch_to_image(sketch(), "a cat", gamma=0.3, seed=3),
+            "translate": studio.translate(photo, direction="day_to_night"),
+            "sketch 1.0": studio.sketch_to_image(sketch(), "a cat", gamma=1.0),
+            "edge": studio.edge_to_image(photo, "a cat")[1],
+            "sketch 0.7": studio.sketch_to_image(sketch(), "a cat", gamma=0.7, seed=3),
+            "sketch 96 px": studio.sketch_to_image(sketch(96), "a cat", gamma=0.7, seed=3),
+            "other direction": studio.translate(photo, direction="night_to_day")}
+
+
+def traced_vae(studio: Studio) -> TracedSkipVAE:
+    with studio.store.model_call(next(iter(studio.store.tasks))) as call:
+        assert call.traced_vae is not None
+        return call.traced_vae
+
+
+def test_traced_calls_give_the_eager_images(traced: Studio, eager: Studio, photo: Image.Image) -> None:
+    ours, theirs = task_calls(traced, photo), task_calls(eager, photo)
+    for name in ours:
+        assert pixel_distance(ours[name], theirs[name]) == 0.0, name
+    for name, image in task_calls(traced, photo).items():  # again, from the kept graphs
+        assert pixel_distance(image, ours[name]) == 0.0, name
+
+
+def test_one_decoder_graph_per_task_and_shape_serves_every_gamma(photo: Image.Image) -> None:
+    studio = Studio.load("tiny", device="cpu", tasks=("sketch_to_image", "day_to_night"))
+    graphs = traced_vae(studio)
+    images = [studio.sketch_to_image(sketch(), "a cat", gamma=gamma, seed=5) for gamma in (0.2, 0.5, 0.9)]
+    assert graphs.traced_graphs == 2  # one encoder and one decoder graph at 64 px
+    assert pixel_distance(images[0], images[2]) > 1.0  # gamma reaches the graph
+    studio.translate(photo, direction="day_to_night")  # another shape, another task's skip convs
+    assert graphs.traced_graphs == 4
+
+
+def test_the_graphs_read_the_vaes_own_tensors(traced: Studio) -> None:
+    """A weight changed in place (as folding does) changes what the traced graphs compute."""
+    before = traced.sketch_to_image(sketch(), "a dog", gamma=1.0)
+    module, attribute = owner(traced.store.base.vae, "decoder.conv_out.weight")
+    weight = module._parameters[attribute]
+    kept = weight.detach().clone()
+    with torch.no_grad():
+        weight.mul_(0.5)
+    try:
+        changed = traced.sketch_to_image(sketch(), "a dog", gamma=1.0)
+    finally:
+        with torch.no_grad():
+            weight.copy_(kept)
+    assert pixel_distance(changed, before) > 1.0
+    assert pixel_distance(traced.sketch_to_image(sketch(), "a dog", gamma=1.0), before) == 0.0
+
+
+def test_a_task_that_swaps_vae_tensors_in_runs_the_eager_vae(photo: Image.Image) -> None:
+    """Released CycleGAN-Turbo weights replace VAE tensors per direction; the graphs would not see them."""
+    studio = Studio.load("tiny", device="cpu", tasks=("day_to_night",))
+    task = studio.store.tasks["day_to_night"]
+    plain = studio.translate(photo, direction="day_to_night")
+    bias = owner(studio.store.base.vae, "decoder.conv_out.bias")
+    task.vae_overrides["decoder.conv_out.bias"] = bias[0]._parameters[bias[1]].detach() + 0.5
+    try:
+        graphs = traced_vae(studio).traced_graphs
+        swapped = studio.translate(photo, direction="day_to_night")
+        assert traced_vae(studio).traced_graphs == graphs
+    finally:
+        task.vae_overrides.clear()
+    assert pixel_distance(swapped, plain) > 1.0
+
+
+def test_tracing_the_vae_needs_folding() -> None:
+    unfolded = Studio.load("tiny", device="cpu", tasks=(), acceleration=replace(DEFAULTS, fold_lora=False))
+    assert not unfolded.acceleration.trace_vae
+    with pytest.raises(RuntimeError, match="fold_adapters"):
+        unfolded.store.trace_vae()
+    with unfolded.store.model_call() as call:
+        assert call.traced_vae is None
+
+
+def test_a_vae_that_cannot_be_traced_runs_eagerly_with_a_warning(eager: Studio,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_tracing(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("tracing is not available")
+
+    studio = Studio.load("tiny", device="cpu", tasks=("sketch_to_image",))
+    monkeypatch.setattr(torch.jit, "trace", no_tracing)
+    with pytest.warns(RuntimeWarning, match="VAE encoder could not be traced.*runs eagerly"):
+        image = studio.sketch_to_image(sketch(), "a cat", gamma=0.5, seed=2)
+    assert pixel_distance(image, eager.sketch_to_image(sketch(), "a cat", gamma=0.5, seed=2)) == 0.0
