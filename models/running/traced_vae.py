@@ -1,9 +1,9 @@
 """The img2img-turbo VAE (models.running.skip_vae) as TorchScript graphs
 (models.running.traced_graphs), for folded calls of tasks that swap no VAE tensors in.
 
-On the mini models at 128 px the encoder and decoder are most of a sketch or translation call, and
-traced they cost about 9 ms less of its 70-80 ms on this project's 2-core CPU (python -m bench:
-bench/RESULTS.md). As with the traced UNet, the graphs read the VAE's own tensors and the task's
+On the mini models at 128 px the encoder and decoder are most of a sketch or translation call
+(about 40 of its 55-80 ms on this project's 2-core CPU, mostly bf16 convolution), and traced the
+call takes 7-9 ms less (measured with traced and eager studios alternating: bench/RESULTS.md). As with the traced UNet, the graphs read the VAE's own tensors and the task's
 skip convs, so folded weights reach them, and gamma is an input: one graph serves every gamma.
 The encoder has a graph per input shape; the decoder one per task and shape (each task has its own
 skip convs), traced on the first call (about a second each for the mini VAE).
