@@ -36,12 +36,12 @@ def edit(store: ModelStore, image: ImageInput, prompt: str, *, strength: float =
     with store.model_call() as call:
         embeddings = store.prompt_embeddings(prompt)
         # 3. encode (posterior mean: the photo's latent, no sampling noise)
-        latents = base.encode(pixels)
+        latents = call.encode(pixels)
         # 4. noise to timestep t with seeded noise
         noise = seeded_noise(seed, tuple(latents.shape), store.device, store.dtype)
         noisy = base.add_noise(latents, noise, t)
         # 5. one step to x0, decode
         denoised = call.predict_x0(noisy, t, embeddings)
-        decoded = base.decode(denoised)
+        decoded = call.decode(denoised)
     # 6. back to the photo's size
     return resize(to_pil(decoded), photo.size)

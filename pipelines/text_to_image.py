@@ -42,7 +42,7 @@ def text_to_image(store: ModelStore, prompt: str, *, seed: int = 0, width: int |
         latents = call.predict_x0(start, FINAL_TIMESTEP, embeddings)
         # 5. decode: the full VAE, or TAESD for a live preview
         if preview_decoder is None:
-            pixels = base.decode(latents)
+            pixels = call.decode(latents)
         else:
             pixels = preview_decode(preview_decoder, latents)
     # 6. back to PIL at the exact size

@@ -64,9 +64,11 @@ def recording_hook(record: CallRecord, owner: nn.Module) -> Callable[..., None]:
 
 @pytest.fixture(scope="module")
 def studio() -> Studio:
-    """The tiny Studio with the UNet run eagerly: the hooks below see Python module calls, which a
-    traced UNet does not make (tests/test_traced_unet.py checks that it reads the same tensors)."""
-    return Studio.load("tiny", device="cpu", acceleration=replace(Acceleration.for_device(torch.device("cpu")), trace_unet=False))
+    """The tiny Studio with the UNet and VAE run eagerly: the hooks below see Python module calls,
+    which traced networks do not make (tests/test_traced_unet.py and tests/test_traced_vae.py
+    check that they read the same tensors)."""
+    eager = replace(Acceleration.for_device(torch.device("cpu")), trace_unet=False, trace_vae=False)
+    return Studio.load("tiny", device="cpu", acceleration=eager)
 
 
 @pytest.fixture

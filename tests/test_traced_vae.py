@@ -1,7 +1,7 @@
-"""The img2img-turbo VAE of folded calls through traced graphs (models.running.traced_vae), the CPU
-default for small bases: the eager images for every task and gamma, one decoder graph per task and
-shape whatever the gamma, graphs that read the VAE's own tensors, and the eager VAE for tasks that
-swap VAE tensors in or where tracing fails."""
+"""The VAE of folded calls through traced graphs (models.running.traced_vae), the CPU default for
+small bases: the eager images for every tab, task and gamma, one decoder graph per task and shape
+whatever the gamma, graphs that read the VAE's own tensors, and the eager VAE for tasks that swap
+VAE tensors in or where tracing fails."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from models.running.swapped import owner
-from models.running.traced_vae import TracedSkipVAE
+from models.running.traced_vae import TracedVAE
 from models.speed.acceleration import Acceleration
 from pipelines import Studio
 from tests.conftest import pixel_distance
@@ -41,8 +41,10 @@ def sketch(side: int = 64) -> np.ndarray:
 
 
 def task_calls(studio: Studio, photo: Image.Image) -> dict[str, Image.Image]:
-    """The img2img-turbo tasks and gammas in turn, so each call folds other weights than the last."""
-    return {"sketch 0.3": studio.sketch_to_image(sketch(), "a cat", gamma=0.3, seed=3),
+    """Every tab, tasks and gammas in turn, so each call folds other weights than the last."""
+    return {"text": studio.text_to_image("a cat", seed=1, width=256, height=256),
+            "sketch 0.3": studio.sketch_to_image(sketch(), "a cat", gamma=0.3, seed=3),
+            "edit": studio.edit(photo, "a cat", strength=0.7, seed=2),
             "translate": studio.translate(photo, direction="day_to_night"),
             "sketch 1.0": studio.sketch_to_image(sketch(), "a cat", gamma=1.0),
             "edge": studio.edge_to_image(photo, "a cat")[1],
@@ -51,7 +53,7 @@ def task_calls(studio: Studio, photo: Image.Image) -> dict[str, Image.Image]:
             "other direction": studio.translate(photo, direction="night_to_day")}
 
 
-def traced_vae(studio: Studio) -> TracedSkipVAE:
+def traced_vae(studio: Studio) -> TracedVAE:
     with studio.store.model_call(next(iter(studio.store.tasks))) as call:
         assert call.traced_vae is not None
         return call.traced_vae
@@ -73,6 +75,8 @@ def test_one_decoder_graph_per_task_and_shape_serves_every_gamma(photo: Image.Im
     assert pixel_distance(images[0], images[2]) > 1.0  # gamma reaches the graph
     studio.translate(photo, direction="day_to_night")  # another shape, another task's skip convs
     assert graphs.traced_graphs == 4
+    studio.text_to_image("a cat", seed=1, width=256, height=256)  # the plain decoder
+    assert graphs.traced_graphs == 5
 
 
 def test_the_graphs_read_the_vaes_own_tensors(traced: Studio) -> None:

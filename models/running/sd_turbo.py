@@ -11,6 +11,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from models.running.swapped import swapped_parameters
 from models.running.traced_unet import TracedUNet
+from models.running.traced_vae import TracedVAE
 
 FINAL_TIMESTEP = 999
 
@@ -73,14 +74,18 @@ class SDTurbo:
         x0 = (noisy_latents.float() - (1 - alpha_bar).sqrt() * eps.float()) / alpha_bar.sqrt()
         return x0.to(self.dtype)
 
-    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Scaled latents (the VAE posterior mean) of pixels in [-1, 1], in the store's dtype."""
-        mean = self.vae.encode(pixels.to(self.vae_dtype)).latent_dist.mean
+    def encode(self, pixels: torch.Tensor, traced: TracedVAE | None = None) -> torch.Tensor:
+        """Scaled latents (the VAE posterior mean) of pixels in [-1, 1], in the store's dtype.
+        traced: through these traced graphs (as predict_x0's)."""
+        pixels = pixels.to(self.vae_dtype)
+        mean = traced.encode(pixels) if traced is not None else self.vae.encode(pixels).latent_dist.mean
         return (mean * self.latent_scale).to(self.dtype)
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Pixels in about [-1, 1] of scaled latents, in the store's dtype."""
-        return self.vae.decode((latents / self.latent_scale).to(self.vae_dtype)).sample.to(self.dtype)
+    def decode(self, latents: torch.Tensor, traced: TracedVAE | None = None) -> torch.Tensor:
+        """Pixels in about [-1, 1] of scaled latents, in the store's dtype (traced: as encode's)."""
+        latents = (latents / self.latent_scale).to(self.vae_dtype)
+        pixels = traced.decode(latents) if traced is not None else self.vae.decode(latents).sample
+        return pixels.to(self.dtype)
 
     def add_noise(self, latents: torch.Tensor, noise: torch.Tensor, t: int) -> torch.Tensor:
         """x_t = sqrt(abar_t) * x0 + sqrt(1 - abar_t) * noise (the forward diffusion to step t)."""

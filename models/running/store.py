@@ -29,7 +29,7 @@ from models.running.task_model import TaskAdapterScales, TaskModel
 from models.running.skip_vae import decode_with_skips, encode_with_skips
 from models.running.swapped import swapped_parameters
 from models.running.traced_unet import TracedUNet
-from models.running.traced_vae import TracedSkipVAE
+from models.running.traced_vae import TracedVAE
 from models.weights.base_loading import build_tiny_sd_turbo, load_sd_turbo
 from models.weights.sources import SourceInfo, resolve_source
 from models.weights.specs import SourceName, TaskName
@@ -54,19 +54,30 @@ class ModelCall:
     task: TaskModel | None
     gamma: float
     traced_unet: TracedUNet | None = None
-    traced_vae: TracedSkipVAE | None = None
+    traced_vae: TracedVAE | None = None
 
     def predict_x0(self, noisy_latents: torch.Tensor, t: int, prompt_embeds: torch.Tensor,
                    unet_parameters: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
         """SDTurbo.predict_x0, through the traced UNet where the call has one."""
         return self.base.predict_x0(noisy_latents, t, prompt_embeds, unet_parameters, traced=self.traced_unet)
 
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """SDTurbo.encode, through the traced VAE where the call has one (plain calls: edit)."""
+        return self.base.encode(pixels, traced=self._plain_vae_graphs())
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """SDTurbo.decode, through the traced VAE where the call has one (plain calls: text to image, edit)."""
+        return self.base.decode(latents, traced=self._plain_vae_graphs())
+
+    def _plain_vae_graphs(self) -> TracedVAE | None:
+        return self.traced_vae if self.task is None or not self.task.vae_overrides else None
+
     def encode_with_skips(self, pixels: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The task's VAE encoder (models.running.skip_vae), through the traced VAE where the call has
         one and the task swaps no VAE tensors in."""
         task = self.require_task()
         if self.traced_vae is not None and not task.vae_overrides:
-            return self.traced_vae.encode(pixels)
+            return self.traced_vae.encode_with_skips(pixels)
         with swapped_parameters(self.base.vae, task.vae_overrides):
             return encode_with_skips(self.base.vae, pixels)
 
@@ -74,7 +85,7 @@ class ModelCall:
         """The task's VAE decoder with its skip connections at the call's gamma (as encode_with_skips)."""
         task = self.require_task()
         if self.traced_vae is not None and not task.vae_overrides:
-            return self.traced_vae.decode(latents, skips, task.spec.task, task.skips, self.gamma)
+            return self.traced_vae.decode_with_skips(latents, skips, task.spec.task, task.skips, self.gamma)
         with swapped_parameters(self.base.vae, task.vae_overrides):
             return decode_with_skips(self.base.vae, latents, skips, task.skips, self.gamma)
 
@@ -101,7 +112,7 @@ class ModelStore:
         self._folding: AdapterFolding | None = None
         self._plain_layers: PlainLayers | None = None  # with folding: wrappers skipped in folded calls
         self._traced_unet: TracedUNet | None = None  # with folding: the UNet of folded calls, traced
-        self._traced_vae: TracedSkipVAE | None = None  # with folding: the task VAE of folded calls, traced
+        self._traced_vae: TracedVAE | None = None  # with folding: the VAE of folded calls, traced
 
     @classmethod
     def load(cls, source: SourceName = "auto", *, model_dir: Path | str | None = None,
@@ -184,13 +195,13 @@ class ModelStore:
                 self._traced_unet = TracedUNet(self.base.unet)
 
     def trace_vae(self) -> None:
-        """From now on, run the img2img-turbo VAE of folded calls through traced graphs
-        (models.running.traced_vae). Needs fold_adapters, as trace_unet."""
+        """From now on, run the VAE of folded calls (plain, and the img2img-turbo one with skips)
+        through traced graphs (models.running.traced_vae). Needs fold_adapters, as trace_unet."""
         with self.lock:
             if self._folding is None:
                 raise RuntimeError("trace_vae needs fold_adapters first: only folded calls run plain layers")
             if self._traced_vae is None:
-                self._traced_vae = TracedSkipVAE(self.base.vae)
+                self._traced_vae = TracedVAE(self.base.vae)
 
     # --- the one way to run the networks -------------------------------------------------------
 

@@ -1,12 +1,15 @@
-"""The img2img-turbo VAE (models.running.skip_vae) as TorchScript graphs
-(models.running.traced_graphs), for folded calls of tasks that swap no VAE tensors in.
+"""The VAE as TorchScript graphs (models.running.traced_graphs), for folded calls: the plain
+decoder (text to image, edit) and the img2img-turbo encoder and decoder with skips
+(models.running.skip_vae) of tasks that swap no VAE tensors in.
 
 On the mini models at 128 px the encoder and decoder are most of a sketch or translation call
 (about 40 of its 55-80 ms on this project's 2-core CPU, mostly bf16 convolution), and traced the
 call takes 7-9 ms less (measured with traced and eager studios alternating: bench/RESULTS.md). As with the traced UNet, the graphs read the VAE's own tensors and the task's
 skip convs, so folded weights reach them, and gamma is an input: one graph serves every gamma.
-The encoder has a graph per input shape; the decoder one per task and shape (each task has its own
-skip convs), traced on the first call (about a second each for the mini VAE).
+The full text-to-image decode at 128 px takes about 3 of its 30 ms less. The encoder has a graph per
+input shape (its posterior mean is also the plain encoder's), the plain decoder one per shape and
+the decoder with skips one per task and shape (each task has its own skip convs), traced on the
+first call (about a second each for the mini VAE).
 """
 
 from __future__ import annotations
@@ -39,25 +42,43 @@ class _Decoder(nn.Module):
         return decode_with_skips(self.vae, latents, list(skips), self.connections, gamma)
 
 
-class TracedSkipVAE:
-    """encode_with_skips and decode_with_skips through traced graphs (see the module docstring)."""
+class _PlainDecoder(nn.Module):
+    def __init__(self, vae: AutoencoderKL) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(latents, return_dict=False)[0]
+
+
+class TracedVAE:
+    """The VAE's encoder and decoders through traced graphs (see the module docstring)."""
 
     def __init__(self, vae: AutoencoderKL, max_graphs: int = MAX_GRAPHS) -> None:
         self._vae = vae
         self._encoders = TracedGraphs("VAE encoder", max_graphs)
-        self._decoders = TracedGraphs("VAE decoder", 2 * max_graphs)  # a graph per task and shape
+        self._decoders = TracedGraphs("VAE decoder", max_graphs)
+        self._skip_decoders = TracedGraphs("VAE decoder", 2 * max_graphs)  # a graph per task and shape
 
     @property
     def traced_graphs(self) -> int:
-        return len(self._encoders) + len(self._decoders)
+        return len(self._encoders) + len(self._decoders) + len(self._skip_decoders)
 
-    def encode(self, pixels: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Posterior mean (unscaled) and the skip activations, as encode_with_skips."""
+    def encode_with_skips(self, pixels: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Posterior mean (unscaled) and the skip activations, as skip_vae.encode_with_skips."""
         mean, *skips = self._encoders.run(None, lambda: _Encoder(self._vae), (pixels,))  # type: ignore[misc]
         return mean, skips
 
-    def decode(self, latents: torch.Tensor, skips: list[torch.Tensor], task: str, connections: SkipConnections,
-               gamma: float) -> torch.Tensor:
-        """decode_with_skips with `task`'s skip connections at gamma."""
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Posterior mean (unscaled), as vae.encode(pixels).latent_dist.mean."""
+        return self.encode_with_skips(pixels)[0]
+
+    def decode_with_skips(self, latents: torch.Tensor, skips: list[torch.Tensor], task: str,
+                          connections: SkipConnections, gamma: float) -> torch.Tensor:
+        """skip_vae.decode_with_skips with `task`'s skip connections at gamma."""
         inputs = (latents, torch.tensor(gamma, dtype=torch.float32, device=latents.device), *skips)
-        return self._decoders.run(task, lambda: _Decoder(self._vae, connections), inputs)  # type: ignore[return-value]
+        return self._skip_decoders.run(task, lambda: _Decoder(self._vae, connections), inputs)  # type: ignore[return-value]
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Pixels of unscaled latents, as vae.decode(latents).sample."""
+        return self._decoders.run(None, lambda: _PlainDecoder(self._vae), (latents,))  # type: ignore[return-value]

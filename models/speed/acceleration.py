@@ -59,7 +59,8 @@ class Acceleration:
     operations are much of a call and rebuilding the folded weights is cheap.
     trace_unet: with fold_lora applied, run the UNet of folded calls through TorchScript graphs
     (models.running.traced_unet): a small UNet's call is mostly Python, which the graphs skip.
-    trace_vae: likewise the img2img-turbo VAE of folded calls (models.running.traced_vae).
+    trace_vae: likewise the VAE of folded calls, plain and with img2img-turbo's skips
+    (models.running.traced_vae).
     """
 
     attention: AttentionKind = "sdpa"
