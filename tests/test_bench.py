@@ -14,6 +14,7 @@ import torch
 from bench.ablations import ABLATIONS, default_ablations, not_measured_reasons
 from bench.cli import main
 from bench.hardware import MatmulRate
+from bench.settings import main as settings_main
 from bench.measure import Measurement, measure_pair
 from bench.report import to_markdown
 from bench.run import BenchConfig, BenchReport, PhaseInfo, TaskResult
@@ -189,3 +190,18 @@ def test_paired_calls_alternate() -> None:
     assert order == ["ours", "baseline"] * 3  # one cold pair, then two timed pairs
     assert len(ours.times_s) == len(baseline.times_s) == 2
     assert ours.peak_memory_bytes == baseline.peak_memory_bytes
+
+
+def test_a_setting_is_measured_off_and_on_with_calls_alternating(tmp_path: Path) -> None:
+    """python -m bench.settings: two studios, one with the setting off, their calls in turn."""
+    out = tmp_path / "trace_vae.md"
+    assert settings_main(["--source", "tiny", "--setting", "trace_vae", "--tasks", "sketch_to_image,translate",
+                          "--pairs", "2", "--threads", "1", "--markdown", str(out)]) == 0
+    text = out.read_text(encoding="utf-8")
+    assert "- Off: " in text and "trace_vae=off" in text.split("- On: ")[0]
+    assert "trace_vae=on" in text.split("- On: ")[1]
+    assert "`python -m bench.settings --source tiny --setting trace_vae" in text
+    for task in ("sketch_to_image", "translate"):
+        assert f"| `{task}` |" in text
+    with pytest.raises(SystemExit, match="unknown"):
+        settings_main(["--source", "tiny", "--setting", "trace_vae", "--tasks", "painting"])

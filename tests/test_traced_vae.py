@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from models.running.skip_vae import decode_with_skips
 from models.running.swapped import owner
 from models.running.traced_vae import TracedVAE
 from models.speed.acceleration import Acceleration
@@ -70,13 +71,29 @@ def test_traced_calls_give_the_eager_images(traced: Studio, eager: Studio, photo
 def test_one_decoder_graph_per_task_and_shape_serves_every_gamma(photo: Image.Image) -> None:
     studio = Studio.load("tiny", device="cpu", tasks=("sketch_to_image", "day_to_night"))
     graphs = traced_vae(studio)
-    images = [studio.sketch_to_image(sketch(), "a cat", gamma=gamma, seed=5) for gamma in (0.2, 0.5, 0.9)]
+    for gamma in (0.2, 0.5, 0.9):
+        studio.sketch_to_image(sketch(), "a cat", gamma=gamma, seed=5)
     assert graphs.traced_graphs == 2  # one encoder and one decoder graph at 64 px
-    assert pixel_distance(images[0], images[2]) > 1.0  # gamma reaches the graph
     studio.translate(photo, direction="day_to_night")  # another shape, another task's skip convs
     assert graphs.traced_graphs == 4
     studio.text_to_image("a cat", seed=1, width=256, height=256)  # the plain decoder
     assert graphs.traced_graphs == 5
+
+
+def test_gamma_is_an_input_of_the_decoder_graph(traced: Studio) -> None:
+    """The same latents and skips decoded at two gammas through one graph: each as the eager decoder."""
+    store = traced.store
+    pixels = (torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1).to(store.base.vae_dtype)
+    with store.model_call("sketch_to_image", gamma=1.0) as call:
+        graphs, task = call.traced_vae, call.require_task()
+        assert graphs is not None
+        mean, skips = graphs.encode_with_skips(pixels)
+        for gamma in (0.25, 1.0):
+            decoded = graphs.decode_with_skips(mean, skips, "sketch_to_image", task.skips, gamma)
+            expected = decode_with_skips(store.base.vae, mean, skips, task.skips, gamma)
+            torch.testing.assert_close(decoded, expected, atol=0, rtol=0)
+        low = graphs.decode_with_skips(mean, skips, "sketch_to_image", task.skips, 0.25)
+        assert (low - decoded).abs().max() > 1e-3  # gamma changes what the one graph computes
 
 
 def test_the_graphs_read_the_vaes_own_tensors(traced: Studio) -> None:
@@ -100,15 +117,15 @@ def test_a_task_that_swaps_vae_tensors_in_runs_the_eager_vae(photo: Image.Image)
     """Released CycleGAN-Turbo weights replace VAE tensors per direction; the graphs would not see them."""
     studio = Studio.load("tiny", device="cpu", tasks=("day_to_night",))
     task = studio.store.tasks["day_to_night"]
-    plain = studio.translate(photo, direction="day_to_night")
-    bias = owner(studio.store.base.vae, "decoder.conv_out.bias")
-    task.vae_overrides["decoder.conv_out.bias"] = bias[0]._parameters[bias[1]].detach() + 0.5
+    module, attribute = owner(studio.store.base.vae, "decoder.conv_out.bias")
+    task.vae_overrides["decoder.conv_out.bias"] = module._parameters[attribute].detach() + 0.5
     try:
-        graphs = traced_vae(studio).traced_graphs
         swapped = studio.translate(photo, direction="day_to_night")
-        assert traced_vae(studio).traced_graphs == graphs
+        assert traced_vae(studio).traced_graphs == 0
     finally:
         task.vae_overrides.clear()
+    plain = studio.translate(photo, direction="day_to_night")
+    assert traced_vae(studio).traced_graphs == 2
     assert pixel_distance(swapped, plain) > 1.0
 
 

@@ -25,9 +25,9 @@ from models.running.devices import resolve_device, resolve_dtype
 from models.running.errors import PromptTruncatedWarning, TaskUnavailableError
 from models.running.folding import AdapterFolding, PlainLayers
 from models.running.sd_turbo import SDTurbo
-from models.running.task_model import TaskAdapterScales, TaskModel
 from models.running.skip_vae import decode_with_skips, encode_with_skips
 from models.running.swapped import swapped_parameters
+from models.running.task_model import TaskAdapterScales, TaskModel
 from models.running.traced_unet import TracedUNet
 from models.running.traced_vae import TracedVAE
 from models.weights.base_loading import build_tiny_sd_turbo, load_sd_turbo
@@ -62,15 +62,12 @@ class ModelCall:
         return self.base.predict_x0(noisy_latents, t, prompt_embeds, unet_parameters, traced=self.traced_unet)
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        """SDTurbo.encode, through the traced VAE where the call has one (plain calls: edit)."""
-        return self.base.encode(pixels, traced=self._plain_vae_graphs())
+        """SDTurbo.encode (the base VAE: edit), through the traced VAE where the call has one."""
+        return self.base.encode(pixels, traced=self.traced_vae)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """SDTurbo.decode, through the traced VAE where the call has one (plain calls: text to image, edit)."""
-        return self.base.decode(latents, traced=self._plain_vae_graphs())
-
-    def _plain_vae_graphs(self) -> TracedVAE | None:
-        return self.traced_vae if self.task is None or not self.task.vae_overrides else None
+        """SDTurbo.decode (the base VAE: text to image, edit), through the traced VAE where the call has one."""
+        return self.base.decode(latents, traced=self.traced_vae)
 
     def encode_with_skips(self, pixels: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The task's VAE encoder (models.running.skip_vae), through the traced VAE where the call has

@@ -28,15 +28,18 @@ GraphKey = tuple[Hashable, ...]
 
 class TracedGraphs:
     """Graphs of one kind of forward, traced on the first call of each key (the caller's own part,
-    such as a task name, plus the inputs' shapes and dtypes); the newest max_graphs are kept."""
+    such as a task name, plus the inputs' shapes and dtypes); the newest max_graphs are kept.
+    Not locked: callers run inside the store's model call, which holds its lock."""
 
     def __init__(self, network: str, max_graphs: int = MAX_GRAPHS) -> None:
         self._network = network  # named in the warning when tracing fails
         self._max_graphs = max_graphs
         self._graphs: OrderedDict[GraphKey, nn.Module] = OrderedDict()  # traced, or eager where tracing failed
 
-    def __len__(self) -> int:
-        return len(self._graphs)
+    @property
+    def traced(self) -> int:
+        """How many kept graphs are traced (not eager fall-backs)."""
+        return sum(isinstance(graph, torch.jit.ScriptModule) for graph in self._graphs.values())
 
     def run(self, part: Hashable, forward: Callable[[], nn.Module], inputs: tuple[torch.Tensor, ...]) -> object:
         """forward(*inputs) through the graph for (part, the inputs' shapes and dtypes), traced
@@ -57,7 +60,7 @@ class TracedGraphs:
                 warnings.simplefilter("ignore", DeprecationWarning)  # see the module docstring
                 return torch.jit.trace(module, inputs, check_trace=False)
         except Exception as error:  # noqa: BLE001 - any failure to trace leaves the eager forward
-            warnings.warn(f"The {self._network} could not be traced for inputs of shapes "
-                          f"{[tuple(t.shape) for t in inputs]} ({type(error).__name__}: {error}); it runs eagerly there.",
-                          RuntimeWarning, stacklevel=4)
+            shapes = [tuple(tensor.shape) for tensor in inputs]
+            warnings.warn(f"The {self._network} could not be traced for inputs of shapes {shapes} "
+                          f"({type(error).__name__}: {error}); it runs eagerly there.", RuntimeWarning, stacklevel=4)
             return module

@@ -47,7 +47,7 @@ class TracedUNet:
 
     @property
     def traced_shapes(self) -> int:
-        return len(self._graphs)
+        return self._graphs.traced
 
     def __call__(self, sample: torch.Tensor, timestep: torch.Tensor, embeddings: torch.Tensor,
                  replaced: Mapping[str, torch.Tensor]) -> torch.Tensor:

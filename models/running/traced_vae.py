@@ -1,15 +1,15 @@
 """The VAE as TorchScript graphs (models.running.traced_graphs), for folded calls: the plain
-decoder (text to image, edit) and the img2img-turbo encoder and decoder with skips
-(models.running.skip_vae) of tasks that swap no VAE tensors in.
+encoder and decoder (text to image, edit) and the img2img-turbo encoder and decoder with skips
+(models.running.skip_vae) of tasks that swap no VAE tensors in (those run the eager VAE).
 
 On the mini models at 128 px the encoder and decoder are most of a sketch or translation call
-(about 40 of its 55-80 ms on this project's 2-core CPU, mostly bf16 convolution), and traced the
-call takes 7-9 ms less (measured with traced and eager studios alternating: bench/RESULTS.md). As with the traced UNet, the graphs read the VAE's own tensors and the task's
+(about 40 of its 55-80 ms on this project's 2-core CPU, mostly bf16 convolution); traced, each
+128 px call of the app is 1.10-1.11x faster (python -m bench.settings --setting trace_vae:
+bench/RESULTS.md). As with the traced UNet, the graphs read the VAE's own tensors and the task's
 skip convs, so folded weights reach them, and gamma is an input: one graph serves every gamma.
-The full text-to-image decode at 128 px takes about 3 of its 30 ms less. The encoder has a graph per
-input shape (its posterior mean is also the plain encoder's), the plain decoder one per shape and
-the decoder with skips one per task and shape (each task has its own skip convs), traced on the
-first call (about a second each for the mini VAE).
+The encoder has a graph per input shape (its posterior mean is also the plain encoder's), the
+plain decoder one per shape and the decoder with skips one per task and shape (each task has its
+own skip convs), traced on the first call (about a second each for the mini VAE).
 """
 
 from __future__ import annotations
@@ -58,11 +58,12 @@ class TracedVAE:
         self._vae = vae
         self._encoders = TracedGraphs("VAE encoder", max_graphs)
         self._decoders = TracedGraphs("VAE decoder", max_graphs)
-        self._skip_decoders = TracedGraphs("VAE decoder", 2 * max_graphs)  # a graph per task and shape
+        self._skip_decoders = TracedGraphs("VAE decoder with skips", 2 * max_graphs)  # a graph per task and shape
 
     @property
     def traced_graphs(self) -> int:
-        return len(self._encoders) + len(self._decoders) + len(self._skip_decoders)
+        """How many graphs are kept traced (eager fall-backs not counted)."""
+        return self._encoders.traced + self._decoders.traced + self._skip_decoders.traced
 
     def encode_with_skips(self, pixels: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Posterior mean (unscaled) and the skip activations, as skip_vae.encode_with_skips."""
@@ -77,7 +78,8 @@ class TracedVAE:
                           connections: SkipConnections, gamma: float) -> torch.Tensor:
         """skip_vae.decode_with_skips with `task`'s skip connections at gamma."""
         inputs = (latents, torch.tensor(gamma, dtype=torch.float32, device=latents.device), *skips)
-        return self._skip_decoders.run(task, lambda: _Decoder(self._vae, connections), inputs)  # type: ignore[return-value]
+        decoder = self._skip_decoders.run(task, lambda: _Decoder(self._vae, connections), inputs)
+        return decoder  # type: ignore[return-value]
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Pixels of unscaled latents, as vae.decode(latents).sample."""
