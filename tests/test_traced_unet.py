@@ -1,5 +1,5 @@
 """The UNet of folded calls through traced graphs (models.running.traced_unet), the CPU default for
-small bases: the same images as the eager UNet for every task and gamma, graphs that read the
+small bases: the same images as the eager UNet (and VAE) for every task and gamma, graphs that read the
 UNet's own tensors (so folded weights reach them), and tracing only where layers run plain."""
 
 from __future__ import annotations
@@ -30,12 +30,14 @@ def traced() -> Studio:
 
 @pytest.fixture(scope="module")
 def eager() -> Studio:
-    return Studio.load("tiny", device="cpu", acceleration=replace(DEFAULTS, trace_unet=False))
+    """No traced network at all: the reference for the traced UNet here and the traced VAE
+    (tests/test_traced_vae.py), whose images are compared on every tab below."""
+    return Studio.load("tiny", device="cpu", acceleration=replace(DEFAULTS, trace_unet=False, trace_vae=False))
 
 
-def sketch() -> np.ndarray:
-    drawing = np.full((64, 64), 255, np.uint8)
-    drawing[16:48, 20] = drawing[40, 10:54] = 0
+def sketch(side: int = 64) -> np.ndarray:
+    drawing = np.full((side, side), 255, np.uint8)
+    drawing[side // 4: side * 3 // 4, side // 3] = drawing[side * 5 // 8, side // 6: side * 5 // 6] = 0
     return drawing
 
 
@@ -47,10 +49,14 @@ def calls(studio: Studio, photo: Image.Image) -> dict[str, Image.Image]:
             "sketch 1.0": studio.sketch_to_image(sketch(), "a cat", gamma=1.0),
             "translate": studio.translate(photo, direction="day_to_night"),
             "edge": studio.edge_to_image(photo, "a cat")[1],
-            "text 320x256": studio.text_to_image("a cat", seed=1, width=320, height=256)}
+            "sketch 96 px": studio.sketch_to_image(sketch(96), "a cat", gamma=0.7, seed=3),
+            "text 320x256": studio.text_to_image("a cat", seed=1, width=320, height=256),
+            "other direction": studio.translate(photo, direction="night_to_day")}
 
 
 def test_traced_calls_give_the_eager_images(traced: Studio, eager: Studio, photo: Image.Image) -> None:
+    """UNet and VAE traced (the CPU default) against neither: the same images on every tab."""
+    assert traced.acceleration.trace_vae
     ours, theirs = calls(traced, photo), calls(eager, photo)
     for name in ours:
         assert pixel_distance(ours[name], theirs[name]) < 0.05, name
