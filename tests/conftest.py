@@ -90,6 +90,13 @@ def model_call_threads(studio: Studio) -> list[int]:
     return threads
 
 
+def line_sketch(side: int = 64) -> np.ndarray:
+    """A white square with two dark strokes, as drawn on the sketch canvas."""
+    drawing = np.full((side, side), 255, np.uint8)
+    drawing[side // 4: side * 3 // 4, side // 3] = drawing[side * 5 // 8, side // 6: side * 5 // 6] = 0
+    return drawing
+
+
 def pixel_distance(a: Image.Image, b: Image.Image) -> float:
     return float(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)).mean())
 

@@ -15,15 +15,15 @@ from models.running.swapped import owner
 from models.running.traced_unet import TracedUNet
 from models.speed.acceleration import Acceleration
 from pipelines import Studio
-from tests.conftest import pixel_distance
+from tests.conftest import line_sketch, pixel_distance
 
 CPU = torch.device("cpu")
 DEFAULTS = Acceleration.for_device(CPU)
 
 
 @pytest.fixture(scope="module")
-def traced() -> Studio:
-    studio = Studio.load("tiny", device="cpu")
+def traced(studio: Studio) -> Studio:
+    """The tiny Studio as Studio.load makes it (shared; tests that change a weight restore it)."""
     assert studio.acceleration.trace_unet, "the CPU default for a small base traces the UNet"
     return studio
 
@@ -35,21 +35,15 @@ def eager() -> Studio:
     return Studio.load("tiny", device="cpu", acceleration=replace(DEFAULTS, trace_unet=False, trace_vae=False))
 
 
-def sketch(side: int = 64) -> np.ndarray:
-    drawing = np.full((side, side), 255, np.uint8)
-    drawing[side // 4: side * 3 // 4, side // 3] = drawing[side * 5 // 8, side // 6: side * 5 // 6] = 0
-    return drawing
-
-
 def calls(studio: Studio, photo: Image.Image) -> dict[str, Image.Image]:
     """Tasks and gammas in turn, so each call folds other weights than the one before."""
     return {"text": studio.text_to_image("a cat", seed=1, width=256, height=256),
-            "sketch 0.4": studio.sketch_to_image(sketch(), "a cat", gamma=0.4, seed=3),
+            "sketch 0.4": studio.sketch_to_image(line_sketch(), "a cat", gamma=0.4, seed=3),
             "edit": studio.edit(photo, "a cat", strength=0.7, seed=2),
-            "sketch 1.0": studio.sketch_to_image(sketch(), "a cat", gamma=1.0),
+            "sketch 1.0": studio.sketch_to_image(line_sketch(), "a cat", gamma=1.0),
             "translate": studio.translate(photo, direction="day_to_night"),
             "edge": studio.edge_to_image(photo, "a cat")[1],
-            "sketch 96 px": studio.sketch_to_image(sketch(96), "a cat", gamma=0.7, seed=3),
+            "sketch 96 px": studio.sketch_to_image(line_sketch(96), "a cat", gamma=0.7, seed=3),
             "text 320x256": studio.text_to_image("a cat", seed=1, width=320, height=256),
             "other direction": studio.translate(photo, direction="night_to_day")}
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -17,23 +16,17 @@ from models.running.swapped import owner
 from models.running.traced_vae import TracedVAE
 from models.speed.acceleration import Acceleration
 from pipelines import Studio
-from tests.conftest import pixel_distance
+from tests.conftest import line_sketch, pixel_distance
 
 CPU = torch.device("cpu")
 DEFAULTS = Acceleration.for_device(CPU)
 
 
 @pytest.fixture(scope="module")
-def traced() -> Studio:
-    studio = Studio.load("tiny", device="cpu")
+def traced(studio: Studio) -> Studio:
+    """The tiny Studio as Studio.load makes it (shared; tests that change a weight restore it)."""
     assert studio.acceleration.trace_vae, "the CPU default for a small base traces the task VAE"
     return studio
-
-
-def sketch(side: int = 64) -> np.ndarray:
-    drawing = np.full((side, side), 255, np.uint8)
-    drawing[side // 4: side * 3 // 4, side // 3] = drawing[side * 5 // 8, side // 6: side * 5 // 6] = 0
-    return drawing
 
 
 def traced_vae(studio: Studio) -> TracedVAE:
@@ -46,7 +39,7 @@ def test_one_decoder_graph_per_task_and_shape_serves_every_gamma(photo: Image.Im
     studio = Studio.load("tiny", device="cpu", tasks=("sketch_to_image", "day_to_night"))
     graphs = traced_vae(studio)
     for gamma in (0.2, 0.5, 0.9):
-        studio.sketch_to_image(sketch(), "a cat", gamma=gamma, seed=5)
+        studio.sketch_to_image(line_sketch(), "a cat", gamma=gamma, seed=5)
     assert graphs.traced_graphs == 2  # one encoder and one decoder graph at 64 px
     studio.translate(photo, direction="day_to_night")  # another shape, another task's skip convs
     assert graphs.traced_graphs == 4
@@ -72,19 +65,19 @@ def test_gamma_is_an_input_of_the_decoder_graph(traced: Studio) -> None:
 
 def test_the_graphs_read_the_vaes_own_tensors(traced: Studio) -> None:
     """A weight changed in place (as folding does) changes what the traced graphs compute."""
-    before = traced.sketch_to_image(sketch(), "a dog", gamma=1.0)
+    before = traced.sketch_to_image(line_sketch(), "a dog", gamma=1.0)
     module, attribute = owner(traced.store.base.vae, "decoder.conv_out.weight")
     weight = module._parameters[attribute]
     kept = weight.detach().clone()
     with torch.no_grad():
         weight.mul_(0.5)
     try:
-        changed = traced.sketch_to_image(sketch(), "a dog", gamma=1.0)
+        changed = traced.sketch_to_image(line_sketch(), "a dog", gamma=1.0)
     finally:
         with torch.no_grad():
             weight.copy_(kept)
     assert pixel_distance(changed, before) > 1.0
-    assert pixel_distance(traced.sketch_to_image(sketch(), "a dog", gamma=1.0), before) == 0.0
+    assert pixel_distance(traced.sketch_to_image(line_sketch(), "a dog", gamma=1.0), before) == 0.0
 
 
 def test_a_task_that_swaps_vae_tensors_in_runs_the_eager_vae(photo: Image.Image) -> None:
@@ -120,6 +113,6 @@ def test_a_vae_that_cannot_be_traced_runs_eagerly_with_a_warning(traced: Studio,
     studio = Studio.load("tiny", device="cpu", tasks=("sketch_to_image",))
     monkeypatch.setattr(torch.jit, "trace", no_tracing)
     with pytest.warns(RuntimeWarning, match="VAE encoder could not be traced.*runs eagerly"):
-        image = studio.sketch_to_image(sketch(), "a cat", gamma=0.5, seed=2)
+        image = studio.sketch_to_image(line_sketch(), "a cat", gamma=0.5, seed=2)
     monkeypatch.undo()
-    assert pixel_distance(image, traced.sketch_to_image(sketch(), "a cat", gamma=0.5, seed=2)) == 0.0
+    assert pixel_distance(image, traced.sketch_to_image(line_sketch(), "a cat", gamma=0.5, seed=2)) == 0.0

@@ -73,18 +73,24 @@ class ModelCall:
         """The task's VAE encoder (models.running.skip_vae), through the traced VAE where the call has
         one and the task swaps no VAE tensors in."""
         task = self.require_task()
-        if self.traced_vae is not None and not task.vae_overrides:
-            return self.traced_vae.encode_with_skips(pixels)
+        graphs = self._task_vae_graphs(task)
+        if graphs is not None:
+            return graphs.encode_with_skips(pixels)
         with swapped_parameters(self.base.vae, task.vae_overrides):
             return encode_with_skips(self.base.vae, pixels)
 
     def decode_with_skips(self, latents: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
         """The task's VAE decoder with its skip connections at the call's gamma (as encode_with_skips)."""
         task = self.require_task()
-        if self.traced_vae is not None and not task.vae_overrides:
-            return self.traced_vae.decode_with_skips(latents, skips, task.spec.task, task.skips, self.gamma)
+        graphs = self._task_vae_graphs(task)
+        if graphs is not None:
+            return graphs.decode_with_skips(latents, skips, task.spec.task, task.skips, self.gamma)
         with swapped_parameters(self.base.vae, task.vae_overrides):
             return decode_with_skips(self.base.vae, latents, skips, task.skips, self.gamma)
+
+    def _task_vae_graphs(self, task: TaskModel) -> TracedVAE | None:
+        """The traced VAE, unless the task swaps VAE tensors in (the graphs would not see them)."""
+        return None if task.vae_overrides else self.traced_vae
 
     def require_task(self) -> TaskModel:
         if self.task is None:

@@ -78,8 +78,8 @@ class TracedVAE:
                           connections: SkipConnections, gamma: float) -> torch.Tensor:
         """skip_vae.decode_with_skips with `task`'s skip connections at gamma."""
         inputs = (latents, torch.tensor(gamma, dtype=torch.float32, device=latents.device), *skips)
-        decoder = self._skip_decoders.run(task, lambda: _Decoder(self._vae, connections), inputs)
-        return decoder  # type: ignore[return-value]
+        pixels = self._skip_decoders.run(task, lambda: _Decoder(self._vae, connections), inputs)
+        return pixels  # type: ignore[return-value]
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Pixels of unscaled latents, as vae.decode(latents).sample."""
