@@ -6,6 +6,7 @@ import argparse
 import shlex
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -82,12 +83,10 @@ def config_from_args(args: argparse.Namespace, command: str) -> BenchConfig:
     device = resolve_device(args.device)
     kind = device.type
     defaults = Acceleration.for_device(device)
-    acceleration = Acceleration(
-        attention=defaults.attention,
-        channels_last=(defaults.channels_last if args.channels_last is None
-                       else CONV_NETWORKS if args.channels_last else ()),
-        compile_mode=args.compile_mode or defaults.compile_mode, fold_lora=defaults.fold_lora,
-        bfloat16=defaults.bfloat16, trace_unet=defaults.trace_unet, trace_vae=defaults.trace_vae)
+    acceleration = replace(
+        defaults, channels_last=(defaults.channels_last if args.channels_last is None
+                                 else CONV_NETWORKS if args.channels_last else ()),
+        compile_mode=args.compile_mode or defaults.compile_mode)
     ablations: list[AblationName] = (default_ablations(device) if args.ablations is None
                                      else _names(args.ablations, ABLATIONS, "--ablations"))  # type: ignore[assignment]
     if "cuda_graphs" in ablations and kind != "cuda":

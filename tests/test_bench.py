@@ -20,6 +20,7 @@ from bench.report import to_markdown
 from bench.run import BenchConfig, BenchReport, PhaseInfo, TaskResult
 from bench.tasks import BENCH_TASKS
 from models.running.devices import native_bfloat16
+from models.running.host_memory import retain_freed_memory
 from models.speed.acceleration import Acceleration
 from tests.mini_folder import write_fake_mini
 
@@ -106,8 +107,11 @@ def test_markdown_names_the_command_and_every_table(tiny_run: tuple[dict[str, An
         assert f"`{task}`" in markdown
     assert "Issue 4 targets" not in markdown  # GPU-only section
     bf16 = "vae+preview_decoder" if native_bfloat16(torch.device("cpu")) else "none"  # as applied: not the tiny UNet
+    retain = "on" if retain_freed_memory() else "off"  # glibc only
     assert ("the Studio as the app loads it (attention=sdpa, channels_last=vae+preview_decoder, compile=off, "
-            f"fold_lora=on, bfloat16={bf16}, trace_unet=on, trace_vae=on: Studio.load's") in markdown
+            f"fold_lora=on, bfloat16={bf16}, trace_unet=on, trace_vae=on, transposed_upsamplers=on, "
+            f"retain_host_memory={retain}: "
+            "Studio.load's") in markdown
 
 
 def test_a_source_is_benchmarked_as_the_app_loads_it(tmp_path: Path) -> None:
@@ -192,6 +196,7 @@ def test_paired_calls_alternate() -> None:
     assert ours.peak_memory_bytes == baseline.peak_memory_bytes
 
 
+
 def test_a_setting_is_measured_off_and_on_with_calls_alternating(tmp_path: Path) -> None:
     """python -m bench.settings: two studios, one with the setting off, their calls in turn."""
     out = tmp_path / "trace_vae.md"
@@ -205,3 +210,17 @@ def test_a_setting_is_measured_off_and_on_with_calls_alternating(tmp_path: Path)
         assert f"| `{task}` |" in text
     with pytest.raises(SystemExit, match="unknown"):
         settings_main(["--source", "tiny", "--setting", "trace_vae", "--tasks", "painting"])
+
+
+@pytest.mark.skipif(not retain_freed_memory(), reason="malloc thresholds are glibc's")
+def test_a_process_wide_setting_is_measured_with_each_side_in_its_own_process(tmp_path: Path) -> None:
+    """retain_host_memory holds for a whole process: each side's studio is loaded in a child."""
+    out = tmp_path / "retain.md"
+    assert settings_main(["--source", "tiny", "--setting", "retain_host_memory", "--tasks", "sketch_to_image",
+                          "--pairs", "2", "--threads", "1", "--markdown", str(out)]) == 0
+    text = out.read_text(encoding="utf-8")
+    off_line, on_line = (next(line for line in text.splitlines() if line.startswith(start))
+                         for start in ("- Off: ", "- On: "))
+    assert "retain_host_memory=off" in off_line and "retain_host_memory=on" in on_line
+    assert "each side in a process of its own" in text
+    assert "| `sketch_to_image` |" in text

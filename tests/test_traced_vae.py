@@ -14,6 +14,7 @@ from PIL import Image
 from models.running.skip_vae import decode_with_skips
 from models.running.swapped import owner
 from models.running.traced_vae import TracedVAE
+from models.running.upsampling import UpsamplerKernels, strided_upsamplers
 from models.speed.acceleration import Acceleration
 from pipelines import Studio
 from tests.conftest import line_sketch, pixel_distance
@@ -55,18 +56,34 @@ def test_gamma_is_an_input_of_the_decoder_graph(traced: Studio) -> None:
         graphs, task = call.traced_vae, call.require_task()
         assert graphs is not None
         mean, skips = graphs.encode_with_skips(pixels)
+        decoder = store.base.vae.decoder
         for gamma in (0.25, 1.0):
             decoded = graphs.decode_with_skips(mean, skips, "sketch_to_image", task.skips, gamma)
-            expected = decode_with_skips(store.base.vae, mean, skips, task.skips, gamma)
+            with strided_upsamplers(decoder, UpsamplerKernels(decoder).current()):  # as the graphs upsample
+                expected = decode_with_skips(store.base.vae, mean, skips, task.skips, gamma)
             torch.testing.assert_close(decoded, expected, atol=0, rtol=0)
         low = graphs.decode_with_skips(mean, skips, "sketch_to_image", task.skips, 0.25)
         assert (low - decoded).abs().max() > 1e-3  # gamma changes what the one graph computes
 
 
-def test_the_graphs_read_the_vaes_own_tensors(traced: Studio) -> None:
-    """A weight changed in place (as folding does) changes what the traced graphs compute."""
+def test_without_transposed_upsamplers_the_graphs_decode_as_the_eager_decoder() -> None:
+    studio = Studio.load("tiny", device="cpu", tasks=("sketch_to_image",),
+                         acceleration=replace(DEFAULTS, transposed_upsamplers=False))
+    assert studio.acceleration.trace_vae and not studio.acceleration.transposed_upsamplers
+    store = studio.store
+    latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3)).to(store.base.vae_dtype)
+    with store.model_call() as call:
+        assert call.traced_vae is not None
+        torch.testing.assert_close(call.traced_vae.decode(latents),
+                                   store.base.vae.decode(latents, return_dict=False)[0], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["decoder.conv_out.weight", "decoder.up_blocks.1.upsamplers.0.conv.weight"])
+def test_the_graphs_read_the_vaes_own_tensors(traced: Studio, name: str) -> None:
+    """A weight changed in place (as folding does) changes what the traced graphs compute; an
+    upsampler's too, whose transposed kernel the graphs take as an input (models.running.upsampling)."""
     before = traced.sketch_to_image(line_sketch(), "a dog", gamma=1.0)
-    module, attribute = owner(traced.store.base.vae, "decoder.conv_out.weight")
+    module, attribute = owner(traced.store.base.vae, name)
     weight = module._parameters[attribute]
     kept = weight.detach().clone()
     with torch.no_grad():

@@ -197,14 +197,15 @@ class ModelStore:
             if self._traced_unet is None:
                 self._traced_unet = TracedUNet(self.base.unet)
 
-    def trace_vae(self) -> None:
+    def trace_vae(self, *, transposed_upsamplers: bool = True) -> None:
         """From now on, run the VAE of folded calls (plain, and the img2img-turbo one with skips)
-        through traced graphs (models.running.traced_vae). Needs fold_adapters, as trace_unet."""
+        through traced graphs (models.running.traced_vae), their decoders upsampling with
+        transposed convolutions unless asked not to. Needs fold_adapters, as trace_unet."""
         with self.lock:
             if self._folding is None:
                 raise RuntimeError("trace_vae needs fold_adapters first: only folded calls run plain layers")
             if self._traced_vae is None:
-                self._traced_vae = TracedVAE(self.base.vae)
+                self._traced_vae = TracedVAE(self.base.vae, transposed_upsamplers=transposed_upsamplers)
 
     # --- the one way to run the networks -------------------------------------------------------
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from models.running.adapters import lora_layers
 from models.running.devices import native_bfloat16
+from models.running.host_memory import retain_freed_memory
 from models.running.store import ModelStore
 from models.running.task_model import TaskModel
 
@@ -61,6 +62,12 @@ class Acceleration:
     (models.running.traced_unet): a small UNet's call is mostly Python, which the graphs skip.
     trace_vae: likewise the VAE of folded calls, plain and with img2img-turbo's skips
     (models.running.traced_vae).
+    transposed_upsamplers: with trace_vae applied, the traced decoders upsample with one
+    transposed convolution each instead of nearest 2x and a 3x3 conv (models.running.upsampling):
+    the same function to float rounding.
+    retain_host_memory: keep freed tensor memory in the process for the next call instead of
+    returning it to the kernel (models.running.host_memory; glibc only). Process-wide: once a
+    studio applies it, it holds for every studio in the process.
     """
 
     attention: AttentionKind = "sdpa"
@@ -70,6 +77,8 @@ class Acceleration:
     bfloat16: tuple[ConvNetwork, ...] = ()
     trace_unet: bool = False
     trace_vae: bool = False
+    transposed_upsamplers: bool = False
+    retain_host_memory: bool = False
 
     @classmethod
     def for_device(cls, device: torch.device) -> Acceleration:
@@ -77,17 +86,21 @@ class Acceleration:
         preview decoder only (measured on this project's CPU with the calls alternating, two
         runs: VAE decoder 1.07x and 1.42x, encoder 1.05x and 1.21x, TAESD 1.10x and 1.15x, the UNet
         0.97x and 0.93x), no compile (over a minute per task even for the tiny models), and
-        bfloat16 networks where the CPU has bf16 instructions: see bench/RESULTS.md."""
+        bfloat16 networks where the CPU has bf16 instructions, and freed memory kept for reuse (on
+        the CPU every call's activations are host memory): see bench/RESULTS.md."""
         if device.type == "cuda":
             return cls(attention="sdpa", channels_last=CONV_NETWORKS, compile_mode="reduce-overhead")
         return cls(attention="sdpa", channels_last=("vae", "preview_decoder"), compile_mode="off", fold_lora=True,
-                   bfloat16=CONV_NETWORKS if native_bfloat16(device) else (), trace_unet=True, trace_vae=True)
+                   bfloat16=CONV_NETWORKS if native_bfloat16(device) else (), trace_unet=True, trace_vae=True,
+                   transposed_upsamplers=True, retain_host_memory=True)
 
     def describe(self) -> str:
         parts = [f"attention={self.attention}", f"channels_last={'+'.join(self.channels_last) or 'none'}",
                  f"compile={self.compile_mode}", f"fold_lora={'on' if self.fold_lora else 'off'}",
                  f"bfloat16={'+'.join(self.bfloat16) or 'none'}", f"trace_unet={'on' if self.trace_unet else 'off'}",
-                 f"trace_vae={'on' if self.trace_vae else 'off'}"]
+                 f"trace_vae={'on' if self.trace_vae else 'off'}",
+                 f"transposed_upsamplers={'on' if self.transposed_upsamplers else 'off'}",
+                 f"retain_host_memory={'on' if self.retain_host_memory else 'off'}"]
         return ", ".join(parts)
 
 
@@ -183,13 +196,15 @@ def accelerate(store: ModelStore, acceleration: Acceleration,
     fold = acceleration.fold_lora and parameter_count(base.unet, base.vae) <= FOLD_MAX_PARAMETERS
     traceable = fold and acceleration.compile_mode == "off"
     applied = replace(applied, fold_lora=fold, trace_unet=acceleration.trace_unet and traceable,
-                      trace_vae=acceleration.trace_vae and traceable)
+                      trace_vae=acceleration.trace_vae and traceable,
+                      transposed_upsamplers=acceleration.transposed_upsamplers and acceleration.trace_vae and traceable,
+                      retain_host_memory=acceleration.retain_host_memory and retain_freed_memory())
     if applied.fold_lora:
         store.fold_adapters()
     if applied.trace_unet:
         store.trace_unet()
     if applied.trace_vae:
-        store.trace_vae()
+        store.trace_vae(transposed_upsamplers=applied.transposed_upsamplers)
     compiled = [base.unet, *vae_blocks(base.vae)]
     if preview_decoder is not None:
         compiled.append(preview_decoder.decoder)
