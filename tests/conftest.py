@@ -9,6 +9,7 @@ which checks it only with --timing.
 
 from __future__ import annotations
 
+import fcntl
 import socket
 import threading
 import time
@@ -40,6 +41,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "timing" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def one_browser_at_a_time(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Tests marked `browser` take turns across scripts/test.sh's worker processes (an exclusive
+    lock on a file their temporary folders share): with two pages driven at once, the webcam
+    stream's first frame sometimes never came (2 runs in 5)."""
+    if request.node.get_closest_marker("browser") is None:
+        yield
+        return
+    with (tmp_path_factory.getbasetemp().parent / "browser.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @pytest.fixture
