@@ -1,6 +1,8 @@
 """Speed settings for the resident networks, applied once at start-up: the attention kernel, the
 memory format, bfloat16 networks on a float32 store (CPUs with bf16 instructions), torch.compile
-(with CUDA graphs where shapes are fixed) and merging LoRA adapters into the base weights.
+(with CUDA graphs where shapes are fixed), LoRA folded into the weights, traced networks (with the
+decoder's upsamplers as transposed convolutions) and, for the whole process, freed host memory
+kept for reuse.
 
 Each is its own switch so the benchmark (`python -m bench`) can measure it alone. The store's own
 dtype (fp16 on CUDA) is not here: it is chosen when the store is loaded.
