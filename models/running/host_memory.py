@@ -3,7 +3,7 @@
 glibc's malloc serves each block over its mmap threshold (128 KiB at start, raised by its own
 heuristic up to 32 MiB) with a fresh mmap and hands it back to the kernel when freed; every call
 of a network then touches new pages, and on the CPU each of those pages is a page fault. A 128 px
-sketch call on the mini models took about 1,500 faults and a tenth of its time that way
+sketch call on the mini models took about 1,500 faults and about a seventh of its time that way
 (bench/RESULTS.md). Raising the mmap and trim thresholds keeps the blocks in malloc's heap, where
 the next call reuses them: the process keeps its peak working set instead of returning it between
 calls, which a server with resident models does anyway.
