@@ -176,3 +176,30 @@ def test_decoder_only_keeps_the_encoder_and_its_scaling_factor(dataset: Path, au
     assert any(not torch.equal(value, tuned.decoder.state_dict()[name]) for name, value in start.decoder.state_dict().items())
     with pytest.raises(runner.TrainingInputError, match="--decoder-only needs --init"):
         training_main(["autoencoder", "--dataset", str(dataset), "--out", str(tmp_path / "x"), "--decoder-only"])
+
+
+SHIPPED_MINI = Path(__file__).resolve().parents[1] / "assets" / "mini"
+
+
+@pytest.mark.skipif(not (SHIPPED_MINI / "vae" / "config.json").is_file(), reason="assets/mini is absent")
+def test_recipes_continue_from_the_shipped_fp16_mini_folder(dataset: Path, tmp_path: Path) -> None:
+    """assets/mini holds only fp16-variant safetensors; every recipe that takes a model folder reads it."""
+    assert not (SHIPPED_MINI / "vae" / "diffusion_pytorch_model.safetensors").exists()
+    shipped_vae = AutoencoderKL.from_pretrained(SHIPPED_MINI, subfolder="vae", variant="fp16")
+
+    tuned = tmp_path / "vae"
+    training_main(["autoencoder", "--dataset", str(dataset), "--out", str(tuned), "--resolution", "32", "--steps", "1",
+                   "--batch-size", "2", "--init", str(SHIPPED_MINI / "vae"), "--decoder-only", "--device", "cpu"])
+    tuned_vae = AutoencoderKL.from_pretrained(tuned / "model", subfolder="vae")
+    assert tuned_vae.config.block_out_channels == shipped_vae.config.block_out_channels
+    assert torch.equal(tuned_vae.encoder.conv_in.weight, shipped_vae.encoder.conv_in.weight.float())
+
+    ldm = tmp_path / "ldm"
+    training_main(ldm_args(dataset, SHIPPED_MINI, ldm, "--steps", "1", "--batch-size", "2", "--resolution", "32"))
+    assert record(ldm)["status"] == "finished"
+
+    one_step = tmp_path / "one-step"
+    training_main(["one-step", "--teacher", str(SHIPPED_MINI), "--dataset", str(dataset), "--out", str(one_step),
+                   "--resolution", "32", "--steps", "1", "--batch-size", "2", "--device", "cpu"])
+    assert record(one_step)["status"] == "finished"
+    assert (one_step / "model" / "unet" / "config.json").is_file()

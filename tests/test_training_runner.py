@@ -158,3 +158,42 @@ def test_cpu_training_autocasts_to_bf16_only_where_the_cpu_has_bf16_instructions
     if enabled:
         assert dtype == torch.bfloat16
     assert ("bf16 autocast" in runner.device_description(cpu)) == native_bfloat16(cpu)
+
+
+def test_cosine_schedule_falls_to_a_tenth_and_resume_follows_it(tmp_path: Path) -> None:
+    rates = [runner.scheduled_lr(1e-3, "cosine", step, 6) for step in range(7)]
+    assert rates[0] == pytest.approx(1e-3) and rates[-1] == pytest.approx(1e-4)
+    assert all(later < earlier for earlier, later in zip(rates, rates[1:]))
+    assert runner.scheduled_lr(1e-3, "constant", 5, 6) == 1e-3
+
+    reference = train(parse(tmp_path / "a", "--lr-schedule", "cosine"))
+    constant = train(parse(tmp_path / "c"))
+    with pytest.raises(AssertionError):
+        assert_same_weights(reference, constant)  # the schedule changes the weights
+    with pytest.raises(Crash):
+        train(parse(tmp_path / "b", "--lr-schedule", "cosine"), crash_at=3)
+    assert_same_weights(reference, train(parse(tmp_path / "b", "--lr-schedule", "cosine", "--resume")))
+
+
+def test_a_training_run_records_that_freed_memory_is_retained(tmp_path: Path) -> None:
+    from models.running.host_memory import retain_freed_memory
+
+    train(parse(tmp_path / "run"))
+    session = json.loads((tmp_path / "run" / "record.json").read_text())["sessions"][0]
+    assert session["retain_host_memory"] == retain_freed_memory()
+
+
+def test_help_lists_every_recipe_with_its_summary_without_importing_torch() -> None:
+    import subprocess
+    import sys
+
+    from training.__main__ import RECIPES
+
+    script = ("import sys\nfrom training.__main__ import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+              "print('TORCH_IMPORTED' if 'torch' in sys.modules else 'TORCH_NOT_IMPORTED')")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert "TORCH_NOT_IMPORTED" in result.stdout
+    for name in RECIPES:
+        assert f"    {name}" in result.stdout
+    assert "LDM stage 1: train an AutoencoderKL" in result.stdout

@@ -7,8 +7,11 @@ the help text. Modules are imported only when their recipe is chosen, so `--help
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
+import importlib.util
 import sys
+from pathlib import Path
 
 RECIPES: dict[str, str] = {
     "data": "training.data.cli",
@@ -24,9 +27,21 @@ RECIPES: dict[str, str] = {
 }
 
 
+def recipe_summary(module_name: str) -> str:
+    """The first line of a recipe module's docstring, read from its source without importing it
+    (importing a recipe pulls in torch and diffusers: seconds that `--help` should not wait)."""
+    spec = importlib.util.find_spec(module_name)
+    if spec is None or spec.origin is None:
+        return ""
+    docstring = ast.get_docstring(ast.parse(Path(spec.origin).read_text(encoding="utf-8"))) or ""
+    return docstring.strip().splitlines()[0] if docstring.strip() else ""
+
+
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.splitlines()[0])
-    recipes = parser.add_subparsers(dest="recipe", required=True, metavar="RECIPE")
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.splitlines()[0],
+                                     epilog="`python -m training RECIPE --help` lists a recipe's flags.")
+    recipes = parser.add_subparsers(dest="recipe", required=True, metavar="RECIPE",
+                                    title="recipes (in the order the mini models are made)")
     chosen = next((arg for arg in argv if not arg.startswith("-")), None)
     for name, module_name in RECIPES.items():
         if name == chosen:
@@ -37,13 +52,16 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
             module.add_arguments(sub)
             sub.set_defaults(run=module.main)
         else:
-            recipes.add_parser(name, add_help=False)
+            recipes.add_parser(name, add_help=False, help=recipe_summary(module_name))
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
+    from models.running.host_memory import retain_freed_memory
+
+    retain_freed_memory()  # every step reuses the last step's freed memory (no page faults)
     args.run(args)
 
 

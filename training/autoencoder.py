@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL
 from torch import nn
 
+from models.weights.base_loading import load_vae
 from training import runner
 from training.common import CaptionedImages, load_captioned_images, parameter_count, parse_widths
 
@@ -165,7 +166,7 @@ def main(args: argparse.Namespace) -> None:
     config = vae_config(args) if args.init is None else dict(initial_vae_config(args.init))
     train = load_splits([args.dataset, *args.also], "train", args.resolution)
     torch.manual_seed(args.seed)
-    vae = AutoencoderKL(**config) if args.init is None else AutoencoderKL.from_pretrained(args.init)
+    vae = AutoencoderKL(**config) if args.init is None else load_vae(args.init, subfolder="")
     if args.decoder_only:
         vae.encoder.requires_grad_(False)
         vae.quant_conv.requires_grad_(False)

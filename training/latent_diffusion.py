@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from models.weights.configs import SCHEDULER_CONFIG
+from models.weights.base_loading import load_vae, weights_file
 from models.weights.downloads import file_sha256
 from training import runner
 from training.common import CaptionedImages, load_captioned_images, parameter_count, parse_widths
@@ -95,7 +96,7 @@ def token_ids(tokenizer: CLIPTokenizer, captions: list[str]) -> torch.Tensor:
 
 
 def load_frozen_vae(model_dir: Path, device: torch.device) -> AutoencoderKL:
-    vae = AutoencoderKL.from_pretrained(model_dir, subfolder="vae")
+    vae = load_vae(model_dir)
     if len(vae.config.block_out_channels) != 4 or vae.config.latent_channels != 4:
         raise runner.TrainingInputError(f"--vae {model_dir}: needs 4 down blocks and 4 latent channels, has "
                                         f"{len(vae.config.block_out_channels)} and {vae.config.latent_channels}")
@@ -106,8 +107,7 @@ def cached_posteriors(cache: Path, vae: AutoencoderKL, vae_dir: Path, data: Capt
                       device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """encode_posteriors, kept in OUT/cache and reused while the VAE weights and images are the same
     (encoding a whole data set is minutes on a CPU; a resumed run skips it)."""
-    key = hashlib.sha256(data.images.tobytes()).hexdigest() + ":" + file_sha256(
-        vae_dir / "vae" / "diffusion_pytorch_model.safetensors")
+    key = hashlib.sha256(data.images.tobytes()).hexdigest() + ":" + file_sha256(weights_file(vae_dir, "vae"))
     if cache.is_file():
         with safe_open(str(cache), "pt") as handle:
             if (handle.metadata() or {}).get("key") == key:

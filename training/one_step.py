@@ -46,7 +46,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from torch import nn
 
 from models.running.sd_turbo import FINAL_TIMESTEP, SDTurbo
-from models.weights.base_loading import load_sd_turbo
+from models.weights.base_loading import load_sd_turbo, load_vae
 from training.common import load_captioned_images
 from training.latent_diffusion import euler_samples, sample_prompts
 from training.runner import (TrainingInputError, add_common_arguments, autocast, batch_indices, check_out,
@@ -285,7 +285,7 @@ def teacher_folder(teacher: Path) -> Path:
 def same_latent_space_vae(path: Path, teacher_vae: AutoencoderKL) -> AutoencoderKL:
     """The --vae, refused unless its encoder and scaling factor equal the teacher's (so the latents
     the generator learns are the ones this VAE decodes)."""
-    vae = AutoencoderKL.from_pretrained(run_model_dir(path, "vae"), subfolder="vae")
+    vae = load_vae(run_model_dir(path, "vae"))
     theirs = teacher_vae.state_dict()
     differing = [name for name, value in vae.state_dict().items()
                  if name.startswith(("encoder.", "quant_conv.")) and not torch.equal(value.cpu(), theirs[name].cpu())]

@@ -65,6 +65,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from models.running.devices import native_bfloat16
+from models.running.host_memory import retain_freed_memory
 from models.weights.configs import SCHEDULER_CONFIG
 
 RUN_FILE = "run.json"
@@ -102,6 +103,9 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, base: bool = False,
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lr", type=float, default=default_lr, help="learning rate")
+    parser.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
+                        help="cosine: each optimizer's rate falls from its start to a tenth of it at --steps "
+                             "(a function of the step, so a resumed run follows the same curve)")
     parser.add_argument("--checkpoint-every", type=positive_int, default=500, metavar="N")
     parser.add_argument("--sample-every", type=positive_int, default=500, metavar="N")
     parser.add_argument("--keep-checkpoints", type=positive_int, default=2, metavar="N",
@@ -151,6 +155,24 @@ def base_folder(base: str, scratch: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------ randomness, data
+
+def scheduled_lr(initial: float, schedule: str, step: int, total_steps: int) -> float:
+    """The learning rate at `step`: constant, or cosine from `initial` down to a tenth of it."""
+    if schedule == "constant":
+        return initial
+    progress = min(1.0, step / max(1, total_steps))
+    floor = 0.1 * initial
+    return floor + (initial - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def apply_lr_schedule(optimizers: Mapping[str, torch.optim.Optimizer], schedule: str, step: int,
+                      total_steps: int) -> None:
+    """Set every parameter group's rate for `step` from the rate it started with."""
+    for optimizer in optimizers.values():
+        for group in optimizer.param_groups:
+            initial = group.setdefault("initial_lr", group["lr"])
+            group["lr"] = scheduled_lr(initial, schedule, step, total_steps)
+
 
 def step_generator(seed: int, step: int, stream: int = 0, device: torch.device | str = "cpu") -> torch.Generator:
     """A generator that is a pure function of (seed, step, stream): use it for everything random
@@ -442,6 +464,8 @@ class _Session:
             "versions": package_versions(),
             "arguments": {key: str(value) for key, value in vars(args).items() if key != "run"},
             "start_step": start_step,
+            # glibc keeps freed tensor memory for the next step instead of faulting it in again
+            "retain_host_memory": retain_freed_memory(),
         }
 
     def update(self, step: int, images_per_step: int) -> dict[str, Any]:
@@ -488,7 +512,9 @@ def run_training(args: argparse.Namespace, *, recipe: str, modules: Mapping[str,
     status = "interrupted"
     progress = tqdm(total=args.steps, initial=start, desc=recipe, unit="step", dynamic_ncols=True)
     try:
+        schedule = getattr(args, "lr_schedule", "constant")
         for index in range(start, args.steps):
+            apply_lr_schedule(optimizers, schedule, index, args.steps)
             losses = {name: float(value) for name, value in step(index).items()}
             history.append(losses)
             current = index + 1

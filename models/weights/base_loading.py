@@ -48,6 +48,25 @@ def _weights_variant(directory: Path, subfolder: str, filename: str, dtype: torc
     return None
 
 
+def weights_file(directory: Path, subfolder: str, filename: str = "diffusion_pytorch_model.safetensors",
+                 dtype: torch.dtype = torch.float32) -> Path:
+    """The weights file a component's loader reads: the full file, or the fp16 variant where that
+    is all there is (an export such as assets/mini)."""
+    variant = _weights_variant(directory, subfolder, filename, dtype)
+    if variant is None:
+        return directory / subfolder / filename
+    stem, suffix = filename.rsplit(".", 1)
+    return directory / subfolder / f"{stem}.{variant}.{suffix}"
+
+
+def load_vae(directory: Path, subfolder: str = "vae", dtype: torch.dtype = torch.float32) -> AutoencoderKL:
+    """An AutoencoderKL from a model folder (`subfolder="vae"`) or a VAE folder (`subfolder=""`),
+    in `dtype`, from its full or its fp16 weights, whichever the folder holds."""
+    variant = _weights_variant(directory, subfolder, "diffusion_pytorch_model.safetensors", dtype)
+    return AutoencoderKL.from_pretrained(directory, subfolder=subfolder or None, torch_dtype=dtype,
+                                         use_safetensors=True, variant=variant)
+
+
 def load_sd_turbo(directory: Path, device: torch.device, dtype: torch.dtype) -> SDTurbo:
     """Load every component from a folder laid out like the stabilityai/sd-turbo repository."""
     tokenizer = CLIPTokenizer.from_pretrained(directory / "tokenizer")
@@ -57,9 +76,7 @@ def load_sd_turbo(directory: Path, device: torch.device, dtype: torch.dtype) -> 
     unet = UNet2DConditionModel.from_pretrained(
         directory, subfolder="unet", torch_dtype=dtype, use_safetensors=True,
         variant=_weights_variant(directory, "unet", "diffusion_pytorch_model.safetensors", dtype))
-    vae = AutoencoderKL.from_pretrained(
-        directory, subfolder="vae", torch_dtype=dtype, use_safetensors=True,
-        variant=_weights_variant(directory, "vae", "diffusion_pytorch_model.safetensors", dtype))
+    vae = load_vae(directory, "vae", dtype)
     scheduler = DDPMScheduler.from_pretrained(directory, subfolder="scheduler")
     return assemble_sd_turbo(tokenizer, text_encoder, unet, vae, scheduler, device, dtype)
 
