@@ -171,7 +171,7 @@ def main(args: argparse.Namespace) -> None:
         vae.encoder.requires_grad_(False)
         vae.quant_conv.requires_grad_(False)
     disc = PatchDiscriminator(args.disc_channels, args.disc_layers)
-    runner.prepare_modules({"vae": vae, "disc": disc}, device)
+    runner.prepare_modules({"vae": vae, "disc": disc}, device, args.gradient_checkpointing)
     vae.train()
     disc.train()
     perceptual = load_perceptual(args.perceptual, device)

@@ -394,7 +394,7 @@ def main(args: argparse.Namespace) -> None:
     config = ClassifierConfig(args.resolution, widths, labels)
     torch.manual_seed(args.seed)
     network = ConvClassifier(config)
-    runner.prepare_modules({"classifier": network}, device)
+    runner.prepare_modules({"classifier": network}, device, args.gradient_checkpointing)
     optimizer = torch.optim.AdamW(network.parameters(), lr=args.lr, weight_decay=args.weight_decay)
 
     def batch(indices: torch.Tensor) -> torch.Tensor:

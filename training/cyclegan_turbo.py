@@ -220,7 +220,7 @@ def main(args: argparse.Namespace) -> None:
         base, base_dir = load_base(args, Path(scratch), device)
     model = CycleGANTurbo(base, args.rank_unet, args.rank_vae)
     disc_a, disc_b = PatchDiscriminator().to(device), PatchDiscriminator().to(device)
-    runner.prepare_modules({"unet": base.unet}, device)
+    runner.prepare_modules({"unet": base.unet}, device, args.gradient_checkpointing)
     modules = {**model.trained_modules(), "disc_a": disc_a, "disc_b": disc_b}
     generator_parameters = trainable_parameters(*model.trained_modules().values())
     optimizers = {"generator": torch.optim.AdamW(generator_parameters, lr=args.lr),

@@ -201,7 +201,7 @@ def train_latent_diffusion(args: argparse.Namespace, scratch: Path) -> None:
     ema_text_encoder = copy.deepcopy(text_encoder).requires_grad_(False).eval()
     ema_unet = copy.deepcopy(unet).requires_grad_(False).eval()
     modules = {"unet": unet, "text_encoder": text_encoder, "ema_unet": ema_unet, "ema_text_encoder": ema_text_encoder}
-    runner.prepare_modules({"unet": unet, "text_encoder": text_encoder}, device)
+    runner.prepare_modules({"unet": unet, "text_encoder": text_encoder}, device, args.gradient_checkpointing)
     ema_unet.to(device)
     ema_text_encoder.to(device)
     unet.train()

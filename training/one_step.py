@@ -395,7 +395,7 @@ def main(args: argparse.Namespace) -> None:
     ema_unet = copy.deepcopy(unet).eval().requires_grad_(False)
     unet.train().requires_grad_(True)
     discriminator.train()
-    prepare_modules({"unet": unet, "discriminator": discriminator}, device)
+    prepare_modules({"unet": unet, "discriminator": discriminator}, device, args.gradient_checkpointing)
     modules = {"unet": unet, "discriminator": discriminator, "ema_unet": ema_unet}
     unet_optimizer = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=0.0)
     discriminator_optimizer = torch.optim.AdamW(discriminator.parameters(), lr=args.discriminator_lr or args.lr,

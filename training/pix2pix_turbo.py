@@ -273,7 +273,8 @@ def main(args: argparse.Namespace) -> None:
     model = Pix2PixTurbo(base, args.task == "sketch", args.rank_unet, args.rank_vae)
     discriminator = PatchDiscriminator().to(device)
     modules = {**model.trained_modules(), "discriminator": discriminator}
-    runner.prepare_modules({"unet": base.unet}, device)
+    runner.prepare_modules({"unet": base.unet}, device, args.gradient_checkpointing,
+                           model.gamma.checkpoint)
     generator_parameters = trainable_parameters(*model.trained_modules().values())
     optimizers = {"generator": torch.optim.AdamW(generator_parameters, lr=args.lr),
                   "discriminator": torch.optim.AdamW(discriminator.parameters(), lr=args.lr)}

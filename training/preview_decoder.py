@@ -109,6 +109,13 @@ def psnr_db(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((-10 * torch.log10(mse)).mean())
 
 
+def keep_encoder_inputs_scaled(tiny: AutoencoderTiny) -> None:
+    """No gradient checkpointing in the tiny encoder: diffusers' EncoderTiny.forward (0.42.1,
+    models/autoencoders/vae.py) skips its [-1, 1] -> [0, 1] input scaling on the checkpointed path,
+    so it would train on other inputs than it serves. The decoder keeps whatever prepare_modules set."""
+    tiny.encoder.gradient_checkpointing = False
+
+
 def main(args: argparse.Namespace) -> None:
     runner.check_resolution(args.resolution)
     if not 0 <= args.generated_fraction <= 1:
@@ -127,7 +134,8 @@ def main(args: argparse.Namespace) -> None:
     latent_channels = base.unet.config.in_channels
     config = tiny_config(args, latent_channels)
     tiny = AutoencoderTiny(**config)
-    runner.prepare_modules({"taesd": tiny}, device)
+    runner.prepare_modules({"taesd": tiny}, device, args.gradient_checkpointing)
+    keep_encoder_inputs_scaled(tiny)
     tiny.train()
     perceptual = load_perceptual(args.perceptual, device)
     optimizer = torch.optim.AdamW(tiny.parameters(), lr=args.lr, weight_decay=0.0)

@@ -5,7 +5,8 @@ optimizers and a `step(index) -> losses` function, then hands them to `run_train
 
     parser: add_common_arguments(parser, base=False, default_resolution=128)
             --dataset --out --steps --batch-size --resolution --device --resume --seed --lr
-            --checkpoint-every --sample-every --keep-checkpoints [--base {tiny,hub,DIR}]
+            --checkpoint-every --sample-every --keep-checkpoints --gradient-checkpointing
+            [--base {tiny,hub,DIR}]
 
     out = run_training(args, recipe="autoencoder",
                        modules={"vae": vae, "disc": disc},           # what is trained
@@ -36,8 +37,8 @@ What `run_training` does:
 - A tqdm bar shows step, the latest losses and images/s.
 
 Helpers: `step_generator`, `batch_indices`, `autocast`, `prepare_modules` (device, gradient
-checkpointing on CUDA), `save_grid`, `save_model_folder`, `base_folder` (--base to a folder),
-`resolve_device`, `TrainingInputError`.
+checkpointing as --gradient-checkpointing asks: auto is on CUDA only), `save_grid`,
+`save_model_folder`, `base_folder` (--base to a folder), `resolve_device`, `TrainingInputError`.
 """
 
 from __future__ import annotations
@@ -77,6 +78,8 @@ VERSIONED_PACKAGES = ("torch", "diffusers", "transformers", "peft", "safetensors
 StepFn = Callable[[int], Mapping[str, float]]
 SampleFn = Callable[[Path], None]
 FinishFn = Callable[[Path], Mapping[str, Any] | None]
+CheckpointFn = Callable[..., Any]  # diffusers' gradient_checkpointing_func: (module, *args) -> outputs
+CHECKPOINTING = ("auto", "on", "off")
 
 
 class TrainingInputError(ValueError):
@@ -110,6 +113,9 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, base: bool = False,
     parser.add_argument("--sample-every", type=positive_int, default=500, metavar="N")
     parser.add_argument("--keep-checkpoints", type=positive_int, default=2, metavar="N",
                         help="complete checkpoints kept (older ones are deleted)")
+    parser.add_argument("--gradient-checkpointing", choices=CHECKPOINTING, default="auto",
+                        help="recompute the networks' activations in backward instead of keeping them "
+                             "(less memory, more time); auto: on CUDA only (default)")
     if base:
         parser.add_argument("--base", default="tiny", metavar="{tiny,hub,DIR}",
                             help="one-step base: tiny random weights, SD-Turbo from the Hub, or a folder "
@@ -211,14 +217,22 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-def prepare_modules(modules: Mapping[str, nn.Module], device: torch.device) -> None:
-    """Move to the device; on CUDA switch gradient checkpointing on where the model offers it."""
+def checkpointing_wanted(setting: str, device: torch.device) -> bool:
+    """Whether --gradient-checkpointing asks for checkpointing on this device (auto: CUDA only)."""
+    return setting == "on" or (setting == "auto" and device.type == "cuda")
+
+
+def prepare_modules(modules: Mapping[str, nn.Module], device: torch.device, checkpointing: str = "auto",
+                    checkpoint_function: CheckpointFn | None = None) -> None:
+    """Move to the device; switch gradient checkpointing on where the model offers it and
+    `checkpointing` asks for it. checkpoint_function replaces diffusers' own (non-reentrant
+    torch.utils.checkpoint) for a model whose forward reads state set outside it."""
     for module in modules.values():
         module.to(device)
-        if device.type != "cuda":
+        if not checkpointing_wanted(checkpointing, device):
             continue
         if hasattr(module, "enable_gradient_checkpointing") and getattr(module, "_supports_gradient_checkpointing", False):
-            module.enable_gradient_checkpointing()
+            module.enable_gradient_checkpointing(checkpoint_function)
         elif hasattr(module, "gradient_checkpointing_enable") and getattr(module, "supports_gradient_checkpointing", False):
             module.gradient_checkpointing_enable()
 

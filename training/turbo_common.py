@@ -14,11 +14,13 @@ import copy
 import resource
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from peft import LoraConfig, inject_adapter_in_model
 from peft.tuners.lora.layer import LoraLayer
 from torch import nn
@@ -44,11 +46,22 @@ class GammaState:
 
     @contextlib.contextmanager
     def using(self, gamma: torch.Tensor | None) -> Iterator[None]:
-        self.value = gamma
+        previous, self.value = self.value, gamma
         try:
             yield
         finally:
-            self.value = None
+            self.value = previous
+
+    def checkpoint(self, function: Callable[..., Any], *args: Any) -> Any:
+        """Gradient checkpointing (diffusers' gradient_checkpointing_func) that recomputes under
+        the gamma of the forward it saved: backward runs after `using` has ended, and the hooks
+        would otherwise recompute without gamma (CheckpointError: other tensors saved). The
+        value is captured per call and restored only around the recompute (non-reentrant
+        torch.utils.checkpoint's context_fn: its second context wraps the recomputation)."""
+        captured = self.value
+        return torch.utils.checkpoint.checkpoint(
+            function, *args, use_reentrant=False,
+            context_fn=lambda: (contextlib.nullcontext(), self.using(captured)))
 
 
 def add_lora(model: nn.Module, adapter: str, rank: int, alpha: float, targets: list[str]) -> list[nn.Parameter]:
