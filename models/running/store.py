@@ -30,8 +30,8 @@ from models.running.swapped import swapped_parameters
 from models.running.task_model import TaskAdapterScales, TaskModel
 from models.running.traced_unet import TracedUNet
 from models.running.traced_vae import TracedVAE
-from models.weights.base_loading import build_tiny_sd_turbo, load_sd_turbo
-from models.weights.sources import SourceInfo, resolve_source
+from models.weights.base_loading import BaseWeightsError, build_tiny_sd_turbo, load_sd_turbo
+from models.weights.sources import SourceInfo, base_weights_fix, resolve_source
 from models.weights.specs import SourceName, TaskName
 
 ProgressCallback = Callable[[float, str], None]
@@ -133,7 +133,10 @@ class ModelStore:
             with tempfile.TemporaryDirectory(prefix="tiny-tokenizer-") as tokenizer_dir:
                 base = build_tiny_sd_turbo(resolved_device, resolved_dtype, Path(tokenizer_dir))
         else:
-            base = load_sd_turbo(info.base_dir, resolved_device, resolved_dtype)
+            try:
+                base = load_sd_turbo(info.base_dir, resolved_device, resolved_dtype)
+            except BaseWeightsError as error:
+                raise BaseWeightsError(error.path, f"{error.reason}. {base_weights_fix(info, error.path)}") from error
         report(1.0, "SD-Turbo is resident")
         return cls(base, info)
 

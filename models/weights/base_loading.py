@@ -3,15 +3,47 @@ stand-in; either way frozen, in eval mode, on one device and dtype."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import torch
+from safetensors import SafetensorError
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from models.running.sd_turbo import SDTurbo
+from models.weights.checkpoints import CheckpointError, check_safetensors
 from models.weights.configs import SCHEDULER_CONFIG
 from models.weights.tiny import build_tiny_networks, write_tiny_tokenizer
+
+
+Loaded = TypeVar("Loaded")
+# what a component's from_pretrained raises for a damaged or mismatched file or config
+COMPONENT_ERRORS: tuple[type[Exception], ...] = (OSError, ValueError, RuntimeError, KeyError, SafetensorError)
+
+
+class BaseWeightsError(RuntimeError):
+    """A file of the base model is damaged or does not fit; `path` names it (or its folder)."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+def _component(path: Path, load: Callable[[], Loaded]) -> Loaded:
+    """Check a component's weights file (path; a folder for the tokenizer and scheduler) with
+    safetensors before loading it, so a truncated file is named instead of failing deep in a loader."""
+    try:
+        if path.suffix == ".safetensors":
+            check_safetensors(path)
+        return load()
+    except CheckpointError as error:
+        raise BaseWeightsError(path, "truncated or not a safetensors file") from error
+    except COMPONENT_ERRORS as error:
+        raise BaseWeightsError(path, f"could not be loaded ({type(error).__name__}: "
+                                     f"{' '.join(str(error).split())[:300]})") from error
 
 
 def _alphas_cumprod(scheduler: DDPMScheduler, device: torch.device) -> torch.Tensor:
@@ -68,16 +100,22 @@ def load_vae(directory: Path, subfolder: str = "vae", dtype: torch.dtype = torch
 
 
 def load_sd_turbo(directory: Path, device: torch.device, dtype: torch.dtype) -> SDTurbo:
-    """Load every component from a folder laid out like the stabilityai/sd-turbo repository."""
-    tokenizer = CLIPTokenizer.from_pretrained(directory / "tokenizer")
-    text_encoder = CLIPTextModel.from_pretrained(
-        directory / "text_encoder", dtype=dtype,
-        variant=_weights_variant(directory, "text_encoder", "model.safetensors", dtype), use_safetensors=True)
-    unet = UNet2DConditionModel.from_pretrained(
-        directory, subfolder="unet", torch_dtype=dtype, use_safetensors=True,
-        variant=_weights_variant(directory, "unet", "diffusion_pytorch_model.safetensors", dtype))
-    vae = load_vae(directory, "vae", dtype)
-    scheduler = DDPMScheduler.from_pretrained(directory, subfolder="scheduler")
+    """Load every component from a folder laid out like the stabilityai/sd-turbo repository; a
+    damaged or mismatched file is a BaseWeightsError naming it."""
+    tokenizer = _component(directory / "tokenizer", lambda: CLIPTokenizer.from_pretrained(directory / "tokenizer"))
+    text_encoder = _component(
+        weights_file(directory, "text_encoder", "model.safetensors", dtype),
+        lambda: CLIPTextModel.from_pretrained(
+            directory / "text_encoder", dtype=dtype,
+            variant=_weights_variant(directory, "text_encoder", "model.safetensors", dtype), use_safetensors=True))
+    unet = _component(
+        weights_file(directory, "unet", dtype=dtype),
+        lambda: UNet2DConditionModel.from_pretrained(
+            directory, subfolder="unet", torch_dtype=dtype, use_safetensors=True,
+            variant=_weights_variant(directory, "unet", "diffusion_pytorch_model.safetensors", dtype)))
+    vae = _component(weights_file(directory, "vae", dtype=dtype), lambda: load_vae(directory, "vae", dtype))
+    scheduler = _component(directory / "scheduler",
+                           lambda: DDPMScheduler.from_pretrained(directory, subfolder="scheduler"))
     return assemble_sd_turbo(tokenizer, text_encoder, unet, vae, scheduler, device, dtype)
 
 

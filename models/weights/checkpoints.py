@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from models.weights.downloads import file_sha256, recorded_sha256
@@ -85,6 +86,9 @@ def read_released_checkpoint(path: Path) -> dict[str, Any]:
             f"Refusing to load {path}: it contains Python objects beyond tensors and plain containers, "
             f"which could run code when unpickled ({error.__class__.__name__}: {str(error).splitlines()[0]})"
         ) from error
+    except (EOFError, RuntimeError, OSError, ValueError) as error:  # a cut-off or damaged file
+        raise CheckpointError(f"{path} is truncated or damaged; torch.load could not read it "
+                              f"({type(error).__name__}: {error})") from error
     if not isinstance(loaded, dict):
         raise CheckpointError(f"{path} holds a {type(loaded).__name__}, not the dict of a released checkpoint")
     return loaded
@@ -251,8 +255,12 @@ def save_task_weights(weights: TaskWeights, path: Path) -> None:
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".part")
-    save_file({key: value.contiguous() for key, value in tensors.items()}, str(partial), metadata=metadata)
-    partial.replace(path)
+    try:
+        save_file({key: value.contiguous() for key, value in tensors.items()}, str(partial), metadata=metadata)
+        partial.replace(path)
+    except BaseException:  # a full disk, Ctrl-C: no half-written file stays behind
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def _take(tensors: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -263,25 +271,39 @@ def _group_from(metadata: Mapping[str, Any], state: dict[str, torch.Tensor]) -> 
     return LoraGroup(int(metadata["rank"]), float(metadata["alpha"]), list(metadata["target_modules"]), state)
 
 
-def load_task_weights(path: Path) -> TaskWeights:
-    """Read a file written by save_task_weights."""
-    from safetensors import safe_open
+def check_safetensors(path: Path) -> dict[str, str]:
+    """The metadata of a safetensors file, once safetensors has checked that its header is whole and
+    its tensors fill the file exactly; CheckpointError naming the file when not (truncated, empty, not
+    safetensors at all)."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return handle.metadata() or {}
+    except SafetensorError as error:
+        raise CheckpointError(f"{path} is truncated or not a safetensors file ({error})") from error
 
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
+
+def load_task_weights(path: Path, task: TaskName | None = None) -> TaskWeights:
+    """Read a file written by save_task_weights; with `task`, a file of another task is refused.
+    A damaged file is a CheckpointError that names it."""
+    metadata = check_safetensors(path)
     if metadata.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path} is not a converted task-weights file (format {metadata.get('format_version')!r})")
-    tensors = load_file(str(path))
-    unet_meta = json.loads(metadata["unet_lora"])
-    skip_meta = json.loads(metadata["skip_lora"])
-    return TaskWeights(
-        task=metadata["task"],  # type: ignore[arg-type]
-        unet_lora={name: _group_from(meta, _take(tensors, f"unet_lora.{name}.")) for name, meta in unet_meta.items()},
-        vae_lora=_group_from(json.loads(metadata["vae_lora"]), _take(tensors, "vae_lora.")),
-        skip_weights=_take(tensors, "skip."),
-        skip_lora=_group_from(skip_meta, _take(tensors, "skip_lora.")) if skip_meta else None,
-        conv_in=_take(tensors, "conv_in."),
-        conv_in_pretrained=_take(tensors, "conv_in_pretrained."),
-        vae_overrides=_take(tensors, "vae_override."),
-        source_sha256=metadata.get("source_sha256") or None,
-    )
+    if task is not None and metadata.get("task") != task:
+        raise CheckpointError(f"{path} holds the weights of {metadata.get('task')!r}, not of {task}")
+    try:
+        tensors = load_file(str(path))
+        unet_meta = json.loads(metadata["unet_lora"])
+        skip_meta = json.loads(metadata["skip_lora"])
+        return TaskWeights(
+            task=metadata["task"],  # type: ignore[arg-type]
+            unet_lora={name: _group_from(meta, _take(tensors, f"unet_lora.{name}.")) for name, meta in unet_meta.items()},
+            vae_lora=_group_from(json.loads(metadata["vae_lora"]), _take(tensors, "vae_lora.")),
+            skip_weights=_take(tensors, "skip."),
+            skip_lora=_group_from(skip_meta, _take(tensors, "skip_lora.")) if skip_meta else None,
+            conv_in=_take(tensors, "conv_in."),
+            conv_in_pretrained=_take(tensors, "conv_in_pretrained."),
+            vae_overrides=_take(tensors, "vae_override."),
+            source_sha256=metadata.get("source_sha256") or None,
+        )
+    except (SafetensorError, KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{path} has malformed task metadata or tensors ({type(error).__name__}: {error})") from error

@@ -206,6 +206,22 @@ def _resolve_auto(model_dir: Path | None, variant: str | None) -> SourceInfo:
     return SourceInfo("hub", "auto", "Downloaded from the Hub.", download_base(variant), model_dir)
 
 
+def base_weights_fix(info: SourceInfo, path: Path) -> str:
+    """What to do about a damaged file of the base model: the folder to remove or the command to run."""
+    if info.active == "hub":
+        repo = next((folder for folder in path.parents if folder.name.startswith("models--")), path)
+        return f"Remove the folder {repo} and run `{DOWNLOAD_COMMAND}` to download SD-Turbo again."
+    if info.active == "mini" and info.base_dir is not None:
+        shipped = SHIPPED_MINI_DIR.resolve()
+        if info.base_dir.resolve() == shipped:
+            relative = path.resolve().relative_to(shipped.parents[1])
+            return f"Restore the shipped file with `git checkout -- {relative}` (in {shipped.parents[1]})."
+        return (f"Export the mini models into {info.base_dir} again (`python -m training export RUNS... --out "
+                f"{info.base_dir}`), or start with --source tiny.")
+    return (f"Replace it with a complete copy of the file from the {info.spec.repo_id} repository, or use "
+            f"another --model-dir.")
+
+
 def _offline_fallback(why: str, model_dir: Path | None) -> SourceInfo:
     """Mini when its folder is complete, else tiny with both reasons."""
     try:

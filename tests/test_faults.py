@@ -1,0 +1,200 @@
+"""Faults a user meets, played through Studio.load, app.py and the HTTP API on tiny weights: a task
+file that is missing, truncated, damaged, of the wrong shape or of another task; a damaged file in
+the conversion cache; a damaged base file; a taken port; bad uploads; an exception inside a model
+call; Ctrl-C while loading; a full disk while the batch command writes. Each test checks the
+message the user gets and that nothing was lost."""
+
+from __future__ import annotations
+
+import errno
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+import models.weights.specs
+from models.running.errors import TaskUnavailableError
+from models.weights.base_loading import BaseWeightsError
+from models.weights.checkpoints import load_task_weights
+from models.weights.sources import SHIPPED_MINI_DIR, SourceInfo, base_weights_fix
+from models.weights.specs import CHECKPOINTS
+from models.weights.task_loading import read_task_weights
+from models.weights.tiny import build_tiny_networks, write_tiny_hub_layout
+from pipelines import Studio
+from tests import reference_img2img as ref
+from tests.mini_folder import write_fake_mini
+from tests.test_checkpoints import file_server  # noqa: F401  (fixture)
+
+BROKEN = "clear_to_rainy"  # the task whose file each case breaks
+GOOD = "edge_to_image"  # a task that must keep working beside it
+TASKS = (BROKEN, GOOD)
+BROKEN_FILE = CHECKPOINTS[BROKEN].converted_filename
+
+
+@pytest.fixture(scope="module")
+def pristine_mini(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A mini folder (the tiny model, random task weights) that no test changes."""
+    return write_fake_mini(tmp_path_factory.mktemp("mini") / "mini", tasks=TASKS)
+
+
+@pytest.fixture
+def mini(pristine_mini: Path, tmp_path: Path) -> Path:
+    """A copy of the mini folder for one test to break."""
+    return Path(shutil.copytree(pristine_mini, tmp_path / "mini"))
+
+
+@pytest.fixture(scope="module")
+def reference(pristine_mini: Path) -> Studio:
+    """The mini folder's studio with only the good task: what that task must still give."""
+    return Studio.load("mini", model_dir=pristine_mini, device="cpu", tasks=(GOOD,))
+
+
+def truncate(path: Path) -> str:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return "truncated or not a safetensors file"
+
+
+def empty(path: Path) -> str:
+    path.write_bytes(b"")
+    return "truncated or not a safetensors file"
+
+
+def scramble(path: Path) -> str:
+    """Same size, every byte random: not a safetensors file at all."""
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, path.stat().st_size, dtype=np.uint8).tobytes())
+    return "truncated or not a safetensors file"
+
+
+def remove(path: Path) -> str:
+    path.unlink()
+    return f"{BROKEN_FILE} is not in"
+
+
+def wrong_shape(path: Path) -> str:
+    """A VAE LoRA tensor of another rank: found only after the UNet adapters went in."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+    tensors = load_file(str(path))
+    key = next(key for key in sorted(tensors) if key.startswith("vae_lora.") and ".lora_B." in key)
+    tensors[key] = torch.zeros(tensors[key].shape[0], tensors[key].shape[1] + 3, *tensors[key].shape[2:])
+    save_file(tensors, str(path), metadata=metadata)
+    return "do not fit the loaded base model"
+
+
+def other_task(path: Path) -> str:
+    shutil.copyfile(path.with_name(CHECKPOINTS[GOOD].converted_filename), path)
+    return f"holds the weights of '{GOOD}', not of {BROKEN}"
+
+
+FAULTS: dict[str, Callable[[Path], str]] = {"missing": remove, "truncated": truncate, "empty": empty,
+                                            "corrupt": scramble, "wrong shape": wrong_shape,
+                                            "another task": other_task}
+
+
+def adapters_on(studio: Studio, task: str) -> list[str]:
+    """Names of the task's adapters left anywhere on the shared UNet and VAE."""
+    from peft.tuners.lora.layer import LoraLayer
+
+    return sorted({name for network in (studio.store.base.unet, studio.store.base.vae)
+                   for layer in network.modules() if isinstance(layer, LoraLayer)
+                   for name in layer.scaling if name.startswith(task)})
+
+
+# --- task weights ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_a_broken_task_file_makes_only_that_task_unavailable(fault: str, mini: Path, reference: Studio,
+                                                             photo: Image.Image) -> None:
+    path = mini / "img2img-turbo" / BROKEN_FILE
+    expected = FAULTS[fault](path)
+    studio = Studio.load("mini", model_dir=mini, device="cpu", tasks=TASKS)
+    reason = studio.unavailable_tasks[BROKEN]
+    assert expected in reason and BROKEN_FILE in reason
+    assert list(studio.unavailable_tasks) == [BROKEN] and adapters_on(studio, BROKEN) == []
+    with pytest.raises(TaskUnavailableError, match="clear_to_rainy model is not available") as raised:
+        studio.translate(photo, direction="clear_to_rainy")
+    assert expected in str(raised.value)
+    edges, image = studio.edge_to_image(photo, "a street")
+    _, wanted = reference.edge_to_image(photo, "a street")
+    assert np.array_equal(np.asarray(image), np.asarray(wanted))  # the good task is untouched
+
+
+def test_a_damaged_converted_file_in_the_cache_is_rebuilt_from_its_release(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("ONESTEP_CACHE", str(cache))
+    model_dir = write_tiny_hub_layout(tmp_path / "sd-turbo")
+    _, unet, vae = build_tiny_networks()
+    ref.make_pix2pix(unet, vae, False, 1, model_dir / CHECKPOINTS[GOOD].filename)
+    Studio.load("local", model_dir=model_dir, device="cpu", tasks=(GOOD,))  # converts it into the cache
+    converted = cache / "img2img-turbo" / CHECKPOINTS[GOOD].converted_filename
+    whole = {key: tensor.clone() for key, tensor in load_file(str(converted)).items()}
+    truncate(converted)
+    messages: list[str] = []
+    studio = Studio.load("local", model_dir=model_dir, device="cpu", tasks=(GOOD,),
+                         progress=lambda fraction, message: messages.append(message))
+    assert GOOD in studio.store.tasks and studio.unavailable_tasks == {}
+    notice = next(message for message in messages if "is damaged and is not used" in message)
+    assert str(converted) in notice and f"rebuilding it from {CHECKPOINTS[GOOD].filename}" in notice
+    rebuilt = load_file(str(converted))  # rebuilt as it was
+    assert sorted(rebuilt) == sorted(whole) and all(torch.equal(rebuilt[key], whole[key]) for key in whole)
+    assert not list(converted.parent.glob("*.part"))
+
+
+def test_a_damaged_release_in_the_cache_is_downloaded_again(file_server: tuple[str, Path], tmp_path: Path,  # noqa: F811
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    url, served = file_server
+    monkeypatch.setattr(models.weights.specs, "CHECKPOINT_BASE_URL", f"{url}/")
+    cache = tmp_path / "cache" / "img2img-turbo"
+    monkeypatch.setenv("ONESTEP_CACHE", str(cache.parent))
+    spec = CHECKPOINTS[GOOD]
+    _, unet, vae = build_tiny_networks()
+    ref.make_pix2pix(unet, vae, False, 1, served / spec.filename)
+    cache.mkdir(parents=True)
+    (cache / spec.filename).write_bytes((served / spec.filename).read_bytes()[:1000])  # an interrupted copy
+    (cache / spec.converted_filename).write_bytes(b"{}")  # and a broken conversion of it
+    store = Studio.load("tiny", device="cpu", tasks=()).store
+    messages: list[str] = []
+    path, weights = read_task_weights(store, spec, True, messages.append)
+    assert path == cache / spec.converted_filename and weights.task == GOOD
+    assert "is damaged and is not used" in messages[0]
+    assert f"{cache / spec.filename} cannot be read" in messages[1] and "downloading it again" in messages[1]
+    assert (cache / spec.filename).read_bytes() == (served / spec.filename).read_bytes()
+    assert load_task_weights(path, GOOD).task == GOOD
+
+
+# --- base weights ---------------------------------------------------------------------------------
+
+def test_a_truncated_base_file_fails_the_load_naming_the_file_and_the_fix(mini: Path) -> None:
+    unet_file = next((mini / "unet").glob("diffusion_pytorch_model*.safetensors"))
+    truncate(unet_file)
+    with pytest.raises(BaseWeightsError) as raised:
+        Studio.load("mini", model_dir=mini, device="cpu", tasks=TASKS)
+    message = str(raised.value)
+    assert message.startswith(f"{unet_file}: truncated or not a safetensors file.")
+    assert f"Export the mini models into {mini} again" in message
+
+
+@pytest.mark.parametrize(("active", "base_dir", "fix"), [
+    ("hub", Path("/home/u/.cache/huggingface/hub/models--stabilityai--sd-turbo/snapshots/abc"),
+     "Remove the folder /home/u/.cache/huggingface/hub/models--stabilityai--sd-turbo and run "
+     "`python app.py --source hub`"),
+    ("local", Path("/data/sd-turbo"), "Replace it with a complete copy of the file from the stabilityai/sd-turbo"),
+    ("mini", SHIPPED_MINI_DIR, "Restore the shipped file with `git checkout -- assets/mini/unet/"),
+])
+def test_the_fix_for_a_damaged_base_file_names_the_folder_or_the_command(active: str, base_dir: Path,
+                                                                         fix: str) -> None:
+    info = SourceInfo(active, active, "test", base_dir, base_dir)  # type: ignore[arg-type]
+    assert fix in base_weights_fix(info, base_dir / "unet" / "diffusion_pytorch_model.fp16.safetensors")
