@@ -51,15 +51,57 @@ def credentials(text: str) -> tuple[str, str]:
 
 
 def read_auth_file(path: Path) -> list[tuple[str, str]]:
-    """USER:PASS per line; blank lines and lines starting with # are skipped."""
-    lines = path.read_text(encoding="utf-8").splitlines()
-    return [credentials(line) for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    """USER:PASS per line; blank lines and lines starting with # are skipped. A file that cannot be
+    read, or a line that is not USER:PASS, is a ValueError naming the file (and the line)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        raise ValueError(f"--auth-file {path} cannot be read: {reason}") from error
+    pairs = []
+    for number, line in enumerate(lines, start=1):
+        if line.strip() and not line.lstrip().startswith("#"):
+            try:
+                pairs.append(credentials(line))
+            except argparse.ArgumentTypeError as error:
+                raise ValueError(f"--auth-file {path}, line {number}: the line is not USER:PASS") from error
+    return pairs
+
+
+class PortTakenError(ValueError):
+    """The port to serve on cannot be had; the message names it and --port."""
+
+    def __init__(self, host: str, port: int, reason: str) -> None:
+        super().__init__(f"port {port} on {host} cannot be used ({reason}; is another app running there?); "
+                         f"choose another with --port, e.g. --port {port + 1 if port < 65535 else 7860}")
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse a port that another program listens on, before any model loads (a bind with
+    SO_REUSEADDR, as the server makes it, so a port just closed counts as free)."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except (socket.gaierror, UnicodeError) as error:
+        raise ValueError(f"--host {host} is not an address of this machine ({error})") from error
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise PortTakenError(host, port, error.strerror or str(error)) from error
 
 
 def positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text} is not a positive whole number")
+    return value
+
+
+def port_number(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port number (1 to 65535)")
     return value
 
 
@@ -75,7 +117,7 @@ def parser() -> argparse.ArgumentParser:
     serving = parse.add_argument_group("serving")
     serving.add_argument("--host", default="127.0.0.1",
                          help="address to listen on; 0.0.0.0 shares the app on your LAN (default: 127.0.0.1)")
-    serving.add_argument("--port", type=int, default=7860, help="default: 7860")
+    serving.add_argument("--port", type=port_number, default=7860, help="default: 7860")
     serving.add_argument("--share", action="store_true",
                          help="also ask Gradio for a public share link (needs the internet; without it the app "
                               "says so and keeps running locally)")
@@ -85,6 +127,9 @@ def parser() -> argparse.ArgumentParser:
     serving.add_argument("--queue-size", type=positive, default=DEFAULT_QUEUE_SIZE,
                          help=f"most requests waiting for the GPU; more are refused as busy (default: "
                               f"{DEFAULT_QUEUE_SIZE})")
+    parse.add_argument("--debug", action="store_true",
+                       help="print the full traceback of a start-up error (default: one line saying what went "
+                            "wrong and what to do)")
     return parse
 
 
@@ -139,9 +184,12 @@ def serve(demo: gr.Blocks, *, host: str, port: int, share: bool = False,
           auth: list[tuple[str, str]] | None = None) -> Served:
     """Start the server in the background with the app's limits: uploads up to MAX_UPLOAD, no file
     served from outside SERVED_DIRS and Gradio's own cache, a login on pages and API when given."""
-    demo.launch(server_name=host, server_port=port, share=share, auth=auth, max_file_size=MAX_UPLOAD,
-                allowed_paths=[str(path) for path in SERVED_DIRS], css=PAGE_CSS, prevent_thread_lock=True,
-                quiet=True)
+    try:
+        demo.launch(server_name=host, server_port=port, share=share, auth=auth, max_file_size=MAX_UPLOAD,
+                    allowed_paths=[str(path) for path in SERVED_DIRS], css=PAGE_CSS, prevent_thread_lock=True,
+                    quiet=True)
+    except OSError as error:  # taken since check_port looked
+        raise PortTakenError(host, port, str(error).splitlines()[0]) from error
     local_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     lan = lan_address()
     return Served(local_url=f"http://{local_host}:{demo.server_port}",
@@ -164,19 +212,37 @@ def report(served: Served, *, host: str, share: bool) -> None:
               "addresses above.", flush=True)
 
 
+def start(args: argparse.Namespace) -> tuple[gr.Blocks, list[tuple[str, str]] | None]:
+    """Check the logins and the port, load the models, build the page and serve it."""
+    auth = logins(args)
+    check_port(args.host, args.port)
+    studio, preview = load_studio(args)
+    demo = build_app(studio, queue_size=args.queue_size, preview_side=preview)
+    served = serve(demo, host=args.host, port=args.port, share=args.share, auth=auth)
+    report(served, host=args.host, share=args.share)
+    return demo, auth
+
+
+def failure(error: Exception, prog: str) -> tuple[int, str]:
+    """The exit status and the one line a start-up error ends the program with."""
+    if isinstance(error, (ValueError, OSError, argparse.ArgumentTypeError)):
+        return 2, f"{prog}: error: {error}\n"
+    if isinstance(error, RuntimeError):
+        return 1, f"{prog}: could not load the models: {error}\n"
+    return 1, f"{prog}: could not start: {type(error).__name__}: {error} (run with --debug for the traceback)\n"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parse = parser()
     args = parse.parse_args(argv)
     try:
-        auth = logins(args)
-        studio, preview = load_studio(args)
-    except (ValueError, OSError, argparse.ArgumentTypeError) as error:
-        parse.exit(2, f"{parse.prog}: error: {error}\n")
-    except RuntimeError as error:
-        parse.exit(1, f"{parse.prog}: could not load the models: {error}\n")
-    demo = build_app(studio, queue_size=args.queue_size, preview_side=preview)
-    served = serve(demo, host=args.host, port=args.port, share=args.share, auth=auth)
-    report(served, host=args.host, share=args.share)
+        demo, auth = start(args)
+    except KeyboardInterrupt:
+        parse.exit(130, f"{parse.prog}: interrupted before serving; no model file was left half-written\n")
+    except Exception as error:  # every start-up error ends in one line, unless --debug asks for more
+        if args.debug:
+            raise
+        parse.exit(*failure(error, parse.prog))
     if auth:
         print(f"Login required ({len(auth)} user{'s' if len(auth) > 1 else ''}).", flush=True)
     demo.block_thread()

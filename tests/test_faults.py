@@ -33,6 +33,8 @@ from models.weights.tiny import build_tiny_networks, write_tiny_hub_layout
 from pipelines import Studio
 from tests import reference_img2img as ref
 from tests.mini_folder import write_fake_mini
+from tests.conftest import free_port
+from tests.test_app_cli import APP, STARTUP_TIMEOUT_S, Running, offline_env
 from tests.test_checkpoints import file_server  # noqa: F401  (fixture)
 
 BROKEN = "clear_to_rainy"  # the task whose file each case breaks
@@ -198,3 +200,78 @@ def test_the_fix_for_a_damaged_base_file_names_the_folder_or_the_command(active:
                                                                          fix: str) -> None:
     info = SourceInfo(active, active, "test", base_dir, base_dir)  # type: ignore[arg-type]
     assert fix in base_weights_fix(info, base_dir / "unet" / "diffusion_pytorch_model.fp16.safetensors")
+
+
+# --- app.py start-up ------------------------------------------------------------------------------
+
+def finished(*args: str, env: dict[str, str] | None = None, timeout: float = STARTUP_TIMEOUT_S) -> tuple[int, str]:
+    """app.py run to its end: its exit status and its output (stdout and stderr together)."""
+    done = subprocess.run([sys.executable, "-u", str(APP), *args], cwd=APP.parent, env=env or offline_env(),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
+    return done.returncode, done.stdout
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A port another program listens on."""
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        yield other.getsockname()[1]
+
+
+def test_a_taken_port_is_one_line_before_any_model_loads(taken_port: int) -> None:
+    status, output = finished("--source", "tiny", "--device", "cpu", "--port", str(taken_port))
+    assert status == 2
+    assert output.strip().splitlines() == [output.strip()]  # one line: no progress, no traceback
+    assert f"port {taken_port} on 127.0.0.1 cannot be used" in output and "--port" in output
+
+
+def test_an_unreadable_auth_file_is_one_line_before_any_model_loads(tmp_path: Path) -> None:
+    status, output = finished("--source", "tiny", "--device", "cpu", "--port", str(free_port()),
+                              "--auth-file", str(tmp_path / "nobody.txt"))
+    assert status == 2
+    assert output.strip() == f"app.py: error: --auth-file {tmp_path / 'nobody.txt'} cannot be read: No such file or directory"
+
+
+def test_a_broken_base_file_is_one_message_and_debug_shows_the_traceback(mini: Path) -> None:
+    unet_file = next((mini / "unet").glob("diffusion_pytorch_model*.safetensors"))
+    truncate(unet_file)
+    arguments = ("--source", "mini", "--model-dir", str(mini), "--device", "cpu", "--port", str(free_port()))
+    status, output = finished(*arguments)
+    assert status == 1 and "Traceback" not in output
+    last = output.strip().splitlines()[-1]
+    assert last.startswith(f"app.py: could not load the models: {unet_file}: truncated or not a safetensors file.")
+    assert f"Export the mini models into {mini} again" in last
+    status, output = finished(*arguments, "--debug")
+    assert status == 1 and "Traceback" in output and "BaseWeightsError" in output
+
+
+def test_ctrl_c_while_loading_ends_the_process_and_leaves_no_half_written_file(tmp_path: Path) -> None:
+    model_dir = write_tiny_hub_layout(tmp_path / "sd-turbo")
+    _, unet, vae = build_tiny_networks()
+    for task in ("edge_to_image", "sketch_to_image"):
+        ref.make_pix2pix(unet, vae, task == "sketch_to_image", 1, model_dir / CHECKPOINTS[task].filename)
+    env = {**offline_env(), "ONESTEP_CACHE": str(tmp_path / "cache")}
+    running = Running("--source", "local", "--model-dir", str(model_dir), "--device", "cpu",
+                      "--port", str(free_port()), env=env)
+    try:
+        running.wait_for("[ 50%] Loading edge_to_image", STARTUP_TIMEOUT_S)
+        running.process.send_signal(signal.SIGINT)
+        status = running.process.wait(timeout=60)
+    finally:
+        running.stop()
+    output = "\n".join([*running.seen, *iter_queue(running)])
+    assert status == 130 and "interrupted before serving" in output and "Traceback" not in output
+    cache = tmp_path / "cache" / "img2img-turbo"
+    for converted in cache.glob("*.safetensors"):  # what is there is whole
+        assert load_task_weights(converted).task in ("edge_to_image", "sketch_to_image")
+    assert not list(cache.glob("*.safetensors.part"))
+
+
+def iter_queue(running: Running) -> list[str]:
+    """The output lines the reader has collected and nobody has read yet."""
+    lines = []
+    while not running.lines.empty():
+        lines.append(running.lines.get())
+    return lines
