@@ -23,12 +23,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image, ImageOps
+from PIL import Image
 from tqdm import tqdm
 
 from models.weights.specs import DIRECTIONS
 from pipelines.checks import check_side
 from pipelines.errors import NonFiniteOutputError
+from pipelines.image_files import open_image_file
 from pipelines.metadata import TASK_OPTIONS, TASKS, Settings, Task, model_name, save_png
 from pipelines.model_flags import add_model_flags, load_arguments
 from pipelines.studio import Studio
@@ -96,10 +97,9 @@ def image_items(folder: Path, output: Path) -> list[Item]:
 
 
 def read_image(path: Path) -> Image.Image:
-    """The file's image, turned upright by its EXIF orientation; OSError when it cannot be read."""
-    with Image.open(path) as opened:
-        opened.load()
-        return ImageOps.exif_transpose(opened)
+    """The file's image (its first frame), upright by its EXIF orientation; InputError naming the
+    file when it is empty, not an image, too large, truncated or damaged (pipelines.image_files)."""
+    return open_image_file(path, path.name).image
 
 
 def run_task(studio: Studio, task: Task, item: Item, options: dict[str, object]) -> Image.Image:

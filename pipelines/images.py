@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from pipelines.errors import InputError, NonFiniteOutputError
+from pipelines.image_files import wide_int_to_l
 from pipelines.limits import MAX_INPUT_SIDE
 
 MIN_MODEL_SIDE = 64
@@ -62,19 +63,12 @@ def array_to_pil(array: np.ndarray, name: str) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(array))
 
 
-def _wide_int_to_l(image: Image.Image) -> Image.Image:
-    """16-bit or 32-bit grey to 8-bit grey, by the value range the mode can hold."""
-    values = np.asarray(image).astype(np.float64)
-    full_scale = 65535.0 if image.mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
-    return Image.fromarray((np.clip(values, 0, full_scale) * (255.0 / full_scale)).round().astype(np.uint8))
-
-
 def flatten_to_rgb(image: Image.Image) -> Image.Image:
     """Any PIL mode to RGB; transparency is composited on white."""
     if image.mode == "RGB":
         return image
     if image.mode.startswith("I"):
-        return _wide_int_to_l(image).convert("RGB")
+        return wide_int_to_l(image).convert("RGB")
     if image.mode == "F":
         return Image.fromarray(np.clip(np.asarray(image), 0, 255).astype(np.uint8)).convert("RGB")
     if image.mode == "P":

@@ -7,7 +7,8 @@ message the user gets and that nothing was lost."""
 from __future__ import annotations
 
 import errno
-import json
+import io
+import re
 import shutil
 import signal
 import socket
@@ -19,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
@@ -33,7 +36,7 @@ from models.weights.tiny import build_tiny_networks, write_tiny_hub_layout
 from pipelines import Studio
 from tests import reference_img2img as ref
 from tests.mini_folder import write_fake_mini
-from tests.conftest import free_port
+from tests.conftest import free_port, opened, serving
 from tests.test_app_cli import APP, STARTUP_TIMEOUT_S, Running, offline_env
 from tests.test_checkpoints import file_server  # noqa: F401  (fixture)
 
@@ -275,3 +278,101 @@ def iter_queue(running: Running) -> list[str]:
     while not running.lines.empty():
         lines.append(running.lines.get())
     return lines
+
+
+# --- uploads --------------------------------------------------------------------------------------
+
+def png_bytes(image: Image.Image, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, **{"format": "PNG", **options})
+    return buffer.getvalue()
+
+
+def jpeg_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def first_half(data: bytes) -> bytes:
+    return data[: len(data) // 2]
+
+
+def palette_with_transparency(photo: Image.Image) -> bytes:
+    palette = photo.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    return png_bytes(palette, transparency=0)
+
+
+def sixteen_bit(photo: Image.Image) -> bytes:
+    grey = np.asarray(photo.convert("L"), dtype=np.uint16) * 257  # the full 16-bit range
+    return png_bytes(Image.fromarray(grey.astype(np.uint16)))
+
+
+def animated(photo: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    photo.save(buffer, format="GIF", save_all=True, append_images=[photo.rotate(90), photo.rotate(180)], duration=80)
+    return buffer.getvalue()
+
+
+REFUSED: dict[str, tuple[str, Callable[[Image.Image], bytes], str]] = {
+    "not an image": ("noise.png", lambda photo: np.random.default_rng(1).bytes(5000),
+                     "noise.png is not a readable image; upload a PNG, JPEG"),
+    "empty": ("empty.png", lambda photo: b"", "empty.png is an empty file"),
+    "truncated png": ("cut.png", lambda photo: first_half(png_bytes(photo)), "cut.png is truncated or damaged"),
+    "truncated jpeg": ("cut.jpg", lambda photo: first_half(jpeg_bytes(photo)), "cut.jpg is truncated or damaged"),
+    "over the size limit": ("wide.png", lambda photo: png_bytes(Image.new("RGB", (5000, 8))),
+                            "wide.png is 5000x8; the largest side allowed is 4096 pixels"),
+}
+USED: dict[str, tuple[str, Callable[[Image.Image], bytes]]] = {
+    "cmyk": ("cmyk.jpg", lambda photo: jpeg_bytes(photo.convert("CMYK"))),
+    "palette": ("palette.png", palette_with_transparency),
+    "16-bit": ("deep.png", sixteen_bit),
+    "animated": ("moving.gif", animated),
+}
+
+
+@pytest.fixture(scope="module")
+def api(studio: Studio) -> Iterator[tuple[object, Client]]:
+    with serving(studio) as served:
+        yield served, Client(served.local_url, verbose=False)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_a_bad_upload_is_refused_by_name_and_the_next_request_works(case: str, api: tuple[object, Client],
+                                                                    photo: Image.Image, tmp_path: Path) -> None:
+    _, client = api
+    name, make, message = REFUSED[case]
+    (tmp_path / name).write_bytes(make(photo))
+    with pytest.raises(AppError, match=re.escape(message)):
+        client.predict(handle_file(tmp_path / name), "day_to_night", api_name="/translate")
+    (tmp_path / "good.png").write_bytes(png_bytes(photo))
+    result = client.predict(handle_file(tmp_path / "good.png"), "day_to_night", api_name="/translate")
+    assert opened(result).size == photo.size
+
+
+@pytest.mark.parametrize("case", list(USED))
+def test_an_unusual_upload_is_used(case: str, api: tuple[object, Client], photo: Image.Image, tmp_path: Path) -> None:
+    _, client = api
+    name, make = USED[case]
+    (tmp_path / name).write_bytes(make(photo))
+    result = client.predict(handle_file(tmp_path / name), "day_to_night", api_name="/translate")
+    assert opened(result).size == photo.size
+
+
+@pytest.mark.parametrize(("case", "mode", "check"), [
+    ("cmyk", "RGB", lambda pixels, photo: np.abs(pixels.astype(int) - np.asarray(photo, int)).mean() < 8),
+    ("palette", "RGBA", lambda pixels, photo: (pixels[..., 3] == 0).any() and (pixels[..., 3] == 255).any()),
+    ("16-bit", "L", lambda pixels, photo: np.array_equal(pixels, np.asarray(photo.convert("L")))),
+    ("animated", "RGBA", lambda pixels, photo: np.abs(pixels[..., :3].astype(int) - np.asarray(photo, int)).mean() < 20),
+])
+def test_an_unusual_upload_keeps_its_range_and_transparency(case: str, mode: str, check: Callable[..., bool],
+                                                             photo: Image.Image, tmp_path: Path) -> None:
+    from gradio.data_classes import ImageData
+
+    from ui.widgets import UploadedImage
+
+    name, make = USED[case]
+    (tmp_path / name).write_bytes(make(photo))
+    image = UploadedImage().preprocess(ImageData(path=str(tmp_path / name), orig_name=name))
+    assert image is not None and image.mode == mode and image.size == photo.size
+    assert check(np.asarray(image), photo)

@@ -13,8 +13,8 @@ from PIL import Image, ImageChops
 
 from ui.examples import MINI_EDIT, for_source
 from ui.recall import History, history_panel, remembering, settings_drop, stamp, wire_recall
-from ui.widgets import (GPU_QUEUE, action, api_endpoint, api_image, example, photo_input, result_image, run_task,
-                        seed_controls, webcam_input, webcam_stream)
+from ui.widgets import (GPU_QUEUE, UploadedImage, action, api_endpoint, api_image, example, photo_input,
+                        result_image, run_task, seed_controls, webcam_input, webcam_stream)
 
 if TYPE_CHECKING:
     from pipelines import Studio
@@ -54,7 +54,7 @@ def build(studio: Studio) -> None:
             with gr.Column():
                 with gr.Tabs():
                     with gr.Tab("Photo", id="edit-photo-tab"):
-                        photo = photo_input("Photo", "edit-photo")
+                        photo = photo_input("Photo", "edit-photo", limits.max_input_side)
                     with gr.Tab("Webcam", id="edit-webcam-tab"):
                         camera = webcam_input("edit-webcam")
                 with gr.Accordion("Edit only part of the photo: brush over it", open=False):
@@ -78,7 +78,7 @@ def build(studio: Studio) -> None:
         gr.Examples(for_source(studio, EXAMPLES, MINI_EDIT), inputs=[photo, prompt, strength], label="Example photos",
                     elem_id="edit-examples")
         png = api_image("edit-api-output")
-        api_mask = gr.Image(type="pil", image_mode=None, visible=False, elem_id="edit-api-mask")
+        api_mask = UploadedImage(visible=False, elem_id="edit-api-mask", max_side=limits.max_input_side)
 
     def follow(photo: Image.Image | None, editor: Mapping[str, Any] | None, feather: float, prompt: str,
                strength: float, seed: int) -> Image.Image | None:

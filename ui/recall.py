@@ -16,6 +16,7 @@ import gradio as gr
 from PIL import Image
 
 from pipelines.metadata import Settings, Task, model_name, read_settings, with_settings
+from ui.widgets import UploadedImage
 
 if TYPE_CHECKING:
     from pipelines import Studio
@@ -53,8 +54,8 @@ def history_panel(elem_id: str) -> History:
 
 def settings_drop(elem_id: str) -> gr.Image:
     """A drop zone: an image made by the app (PNG, or its JPEG result) restores its settings."""
-    return gr.Image(label="Drop an image made here to restore its settings", type="pil", sources=["upload"],
-                    image_mode=None, height=120, elem_id=elem_id)
+    return UploadedImage(label="Drop an image made here to restore its settings", sources=["upload"], height=120,
+                         elem_id=elem_id)
 
 
 def remember(history: list[Image.Image], image: Image.Image | None) -> list[Image.Image]:

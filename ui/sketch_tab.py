@@ -12,8 +12,8 @@ from ui.canvas import drawing_from, drawing_value, sketch_canvas
 from ui.examples import MINI_EDGE, MINI_SKETCH, for_source
 from ui.recall import history_panel, remembering, settings_drop, stamp, wire_recall
 from ui.styles import NO_STYLE, STYLES, apply_style
-from ui.widgets import (action, api_endpoint, api_image, example, live, photo_input, result_image, run_task,
-                        seed_controls)
+from ui.widgets import (UploadedImage, action, api_endpoint, api_image, example, live, photo_input, result_image,
+                        run_task, seed_controls)
 
 if TYPE_CHECKING:
     from pipelines import Studio
@@ -52,8 +52,9 @@ def build_sketch_mode(studio: Studio, preview_side: int) -> None:
         with gr.Row():
             with gr.Column():
                 canvas = sketch_canvas(side=limits.native_side, label="Sketch", elem_id="sketch-canvas")
-                upload = gr.Image(label="Or load a sketch onto the canvas", type="pil", height=140,
-                                  sources=["upload", "clipboard"], elem_id="sketch-upload")
+                upload = UploadedImage(label="Or load a sketch onto the canvas", height=140,
+                                       sources=["upload", "clipboard"], elem_id="sketch-upload",
+                                       max_side=limits.max_input_side)
             with gr.Column():
                 image = result_image("Image", "sketch-output")
                 prompt = gr.Textbox(label="Prompt", elem_id="sketch-prompt", placeholder="What the sketch shows")
@@ -110,7 +111,7 @@ def build_edge_mode(studio: Studio) -> None:
     with gr.Tab("Edges from a photo", id="edges"):
         with gr.Row():
             with gr.Column():
-                photo = photo_input("Photo", "edge-photo")
+                photo = photo_input("Photo", "edge-photo", studio.limits.max_input_side)
                 with gr.Row():
                     low = gr.Slider(0, 255, value=low_default, step=1, precision=0, label="Low threshold", elem_id="edge-low")
                     high = gr.Slider(0, 255, value=high_default, step=1, precision=0, label="High threshold",

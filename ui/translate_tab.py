@@ -35,7 +35,7 @@ def build(studio: Studio) -> None:
         with gr.Row():
             with gr.Tabs():
                 with gr.Tab("Photo", id="translate-photo-tab"):
-                    photo = photo_input("Photo", "translate-photo")
+                    photo = photo_input("Photo", "translate-photo", studio.limits.max_input_side)
                 with gr.Tab("Webcam", id="translate-webcam-tab"):
                     camera = webcam_input("translate-webcam")
             image = result_image("Result", "translate-output")

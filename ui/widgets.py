@@ -16,8 +16,12 @@ from typing import Any, TypeVar
 
 import gradio as gr
 from gradio.components import Component
+from gradio.data_classes import ImageData
+from PIL import Image, UnidentifiedImageError
 
-from pipelines.errors import USER_ERRORS, USER_WARNINGS
+from pipelines.errors import USER_ERRORS, USER_WARNINGS, InputError
+from pipelines.image_files import DECODE_ERRORS, eight_bit, open_image_file
+from pipelines.limits import MAX_INPUT_SIDE
 
 GPU_QUEUE = "gpu"  # the one concurrency id of every event that runs a model, webcam streams aside
 WEBCAM_QUEUE = "webcam"  # one webcam stream at a time
@@ -85,8 +89,39 @@ def api_image(elem_id: str) -> gr.Image:
     return gr.Image(type="pil", format="png", visible=False, elem_id=elem_id)
 
 
-def photo_input(label: str, elem_id: str) -> gr.Image:
-    return gr.Image(label=label, type="pil", sources=["upload", "clipboard"], elem_id=elem_id)
+class UploadedImage(gr.Image):
+    """gr.Image for what users upload (the page and the API): a file that is empty, not an image,
+    over max_side, truncated or damaged is refused with a message naming it and the problem
+    (pipelines.image_files) instead of failing inside Gradio; an animated image gives its first
+    frame, with a warning. The value is a PIL image in RGB, RGBA, L or LA (16-bit, palette and CMYK
+    images are converted without losing their range or transparency); the pipelines flatten it."""
+
+    is_template = True  # the page shows it as the plain Image component
+
+    def __init__(self, *args: Any, max_side: int = MAX_INPUT_SIDE, **kwargs: Any) -> None:
+        super().__init__(*args, type="pil", image_mode=None, **kwargs)
+        self.max_side = max_side
+
+    def preprocess(self, payload: ImageData | None) -> Image.Image | None:
+        if payload is None:
+            return None
+        name = payload.orig_name or "the image"
+        try:
+            if payload.path is None or (payload.url or "").startswith("data:"):
+                image = super().preprocess(payload)  # a data URL (a pasted image): Gradio decodes it
+                return None if image is None else eight_bit(image)  # type: ignore[arg-type]
+            opened = open_image_file(payload.path, name, self.max_side)
+        except InputError as error:
+            raise gr.Error(str(error), print_exception=False) from error
+        except (UnidentifiedImageError, *DECODE_ERRORS) as error:
+            raise gr.Error(f"{name} is not a readable image ({error})", print_exception=False) from error
+        if opened.animated:
+            gr.Warning(f"{name} is animated ({opened.frames} frames); only its first frame is used.")
+        return eight_bit(opened.image)
+
+
+def photo_input(label: str, elem_id: str, max_side: int = MAX_INPUT_SIDE) -> gr.Image:
+    return UploadedImage(label=label, sources=["upload", "clipboard"], elem_id=elem_id, max_side=max_side)
 
 
 def live(triggers: Sequence[Any], fn: Callable[..., Any], inputs: Components, outputs: Components) -> None:
