@@ -8,12 +8,14 @@ Each input gives one PNG in --output carrying its settings (see pipelines.metada
 keeps its name (photo.jpg -> photo.png), prompt line N gives NNNN-first-words.png. An output that
 is already there is skipped, so a rerun resumes; each is written to a temporary file and renamed,
 so an interrupted run leaves no half-written PNG. Files that cannot be read or processed are
-reported by name at the end without stopping the run; the exit status is then 1.
+reported by name at the end without stopping the run; the exit status is then 1. An output that
+cannot be written (a full disk) stops the run with the reason and how to resume (exit status 1).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import inspect
 import os
 import re
@@ -62,11 +64,14 @@ class BatchReport:
     written: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (input name, reason)
+    stopped: str | None = None  # why the run stopped early (an output could not be written)
 
     def summary(self) -> str:
         lines = [f"Wrote {len(self.written)}, skipped {len(self.skipped)} already done, "
                  f"{len(self.failed)} failed."]
         lines += [f"  {name}: {reason}" for name, reason in self.failed]
+        if self.stopped is not None:
+            lines.append(f"Stopped early: {self.stopped}")
         return "\n".join(lines)
 
 
@@ -149,9 +154,20 @@ def run_batch(studio: Studio, task: Task, items: Sequence[Item], options: dict[s
         except (OSError, ValueError, NonFiniteOutputError, Image.DecompressionBombError) as error:
             report.failed.append((item.name, str(error) or type(error).__name__))
             continue
-        write_atomically(image, item.output, settings_for(studio, task, options, image.size, item.prompt))
+        try:
+            write_atomically(image, item.output, settings_for(studio, task, options, image.size, item.prompt))
+        except OSError as error:  # a full disk, a folder gone read-only: the next writes would fail too
+            report.stopped = stopped_reason(item.output, error)
+            break
         report.written.append(item.output)
     return report
+
+
+def stopped_reason(output: Path, error: OSError) -> str:
+    """Why a write stopped the run, and how to resume it."""
+    cause = "the disk is full" if error.errno in (errno.ENOSPC, errno.EDQUOT) else (error.strerror or str(error))
+    return (f"{output} could not be written ({cause}); no half-written file was left. Make room (or fix the "
+            f"folder) and run the same command again: it skips what is done and resumes with {output.name}.")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -267,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = run_batch(studio, task, items, options,
                        progress=lambda work: tqdm(work, desc=task, unit="file", file=sys.stderr))
     print(report.summary(), flush=True)
-    return 1 if report.failed else 0
+    return 1 if report.failed or report.stopped else 0
 
 
 if __name__ == "__main__":

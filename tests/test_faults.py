@@ -26,6 +26,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 import models.weights.specs
+import pipelines.batch as batch
 from models.running.errors import TaskUnavailableError
 from models.weights.base_loading import BaseWeightsError
 from models.weights.checkpoints import load_task_weights
@@ -34,6 +35,7 @@ from models.weights.specs import CHECKPOINTS
 from models.weights.task_loading import read_task_weights
 from models.weights.tiny import build_tiny_networks, write_tiny_hub_layout
 from pipelines import Studio
+from pipelines.metadata import read_settings
 from tests import reference_img2img as ref
 from tests.mini_folder import write_fake_mini
 from tests.conftest import free_port, opened, serving
@@ -376,3 +378,87 @@ def test_an_unusual_upload_keeps_its_range_and_transparency(case: str, mode: str
     image = UploadedImage().preprocess(ImageData(path=str(tmp_path / name), orig_name=name))
     assert image is not None and image.mode == mode and image.size == photo.size
     assert check(np.asarray(image), photo)
+
+
+# --- an exception inside a model call -------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def threaded() -> Studio:
+    """A studio that runs its calls on a model thread, as the app's does."""
+    return Studio.load("tiny", device="cpu", tasks=(GOOD,), model_thread=True)
+
+
+def fail_once(monkeypatch: pytest.MonkeyPatch, studio: Studio) -> list[str]:
+    """The next UNet call raises, as a CUDA error or a bug would, deep inside the model call."""
+    failures: list[str] = []
+    predict = studio.store.base.predict_x0
+
+    def failing(*args: object, **kwargs: object) -> object:
+        if not failures:
+            failures.append("raised")
+            raise RuntimeError("simulated device failure")
+        return predict(*args, **kwargs)
+
+    monkeypatch.setattr(studio.store.base, "predict_x0", failing)
+    return failures
+
+
+def test_an_exception_in_a_model_call_leaves_the_model_thread_serving(threaded: Studio, photo: Image.Image,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    failures = fail_once(monkeypatch, threaded)
+    with pytest.raises(RuntimeError, match="simulated device failure"):
+        threaded.edge_to_image(photo, "a street")
+    assert failures == ["raised"]
+    assert threaded.model_thread is not None and threaded.model_thread._thread.is_alive()
+    assert threaded.store.lock.acquire(blocking=False)  # the failed call let go of the models
+    threaded.store.lock.release()
+    _, image = threaded.edge_to_image(photo, "a street")
+    assert image.size == photo.size
+
+
+def test_an_exception_in_a_model_call_is_named_over_the_api_and_the_next_request_works(
+        threaded: Studio, photo: Image.Image, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "photo.png").write_bytes(png_bytes(photo))
+    with serving(threaded) as served:
+        client = Client(served.local_url, verbose=False)  # type: ignore[attr-defined]
+        fail_once(monkeypatch, threaded)
+        with pytest.raises(AppError, match=r"The edge_to_image call failed \(RuntimeError: simulated device "
+                                           r"failure\)\. The app is still running"):
+            client.predict(handle_file(tmp_path / "photo.png"), "a street", 100, 200, api_name="/edge_to_image")
+        _, image = client.predict(handle_file(tmp_path / "photo.png"), "a street", 100, 200, api_name="/edge_to_image")
+        assert opened(image).size == photo.size
+
+
+# --- a full disk while the batch command writes ---------------------------------------------------
+
+def test_a_full_disk_stops_the_batch_with_nothing_half_written_and_a_rerun_resumes(
+        photo: Image.Image, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        photo.save(folder / name)
+    save_png = batch.save_png
+    saved: list[str] = []
+
+    def disk_fills_up(image: Image.Image, path: str, settings: object) -> None:
+        if saved:  # the second file: half of it fits
+            Path(path).write_bytes(b"\x89PNG half")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        saved.append(path)
+        save_png(image, path, settings)
+
+    monkeypatch.setattr(batch, "save_png", disk_fills_up)
+    argv = ["translate", "--input", str(folder), "--output", str(out), "--direction", "day_to_night",
+            "--source", "tiny", "--device", "cpu"]
+    assert batch.main(argv) == 1
+    report = capsys.readouterr().out
+    assert "Wrote 1, skipped 0 already done, 0 failed." in report
+    assert (f"Stopped early: {out / 'b.png'} could not be written (the disk is full); no half-written file was "
+            "left.") in report and "run the same command again" in report
+    assert sorted(path.name for path in out.iterdir()) == ["a.png"]  # no part file, no half PNG
+    assert read_settings(Image.open(out / "a.png")).settings is not None
+
+    monkeypatch.setattr(batch, "save_png", save_png)  # room again
+    assert batch.main(argv) == 0
+    assert "Wrote 2, skipped 1 already done, 0 failed." in capsys.readouterr().out
+    assert sorted(path.name for path in out.iterdir()) == ["a.png", "b.png", "c.png"]
