@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import torch
@@ -462,3 +463,30 @@ def test_a_full_disk_stops_the_batch_with_nothing_half_written_and_a_rerun_resum
     assert batch.main(argv) == 0
     assert "Wrote 2, skipped 1 already done, 0 failed." in capsys.readouterr().out
     assert sorted(path.name for path in out.iterdir()) == ["a.png", "b.png", "c.png"]
+
+
+# --- a broken task file through app.py and the HTTP API -------------------------------------------
+
+def test_the_app_starts_without_the_broken_task_and_says_why_on_the_console_banner_and_api(
+        mini: Path, photo: Image.Image, tmp_path: Path) -> None:
+    broken = mini / "img2img-turbo" / BROKEN_FILE
+    truncate(broken)
+    port = free_port()
+    running = Running("--source", "mini", "--model-dir", str(mini), "--device", "cpu", "--port", str(port),
+                      env=offline_env())
+    try:
+        running.wait_for("Local:", STARTUP_TIMEOUT_S)
+        reason = f"{broken} is truncated or not a safetensors file"
+        console = running.wait_for(f"  {BROKEN} is unavailable:", 1)
+        assert reason in console and "Traceback" not in "\n".join(running.seen)
+        url = f"http://127.0.0.1:{port}"
+        assert reason in httpx.get(f"{url}/config", timeout=30).text  # the banner
+        client = Client(url, verbose=False)
+        (tmp_path / "photo.png").write_bytes(png_bytes(photo))
+        with pytest.raises(AppError, match=re.escape(reason)):
+            client.predict(handle_file(tmp_path / "photo.png"), BROKEN, api_name="/translate")
+        _, image = client.predict(handle_file(tmp_path / "photo.png"), "a street", 100, 200, api_name="/edge_to_image")
+        assert opened(image).size == photo.size
+        assert running.process.poll() is None
+    finally:
+        running.stop()
