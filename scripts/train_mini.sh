@@ -7,7 +7,9 @@
 # Stages: data vae ldm one-step sketch edge classifier day-night clear-rainy preview export.
 # DATA (default /work/data) and RUNS (default /work/runs) say where datasets and runs live; both are
 # outside the repository and rebuilt or resumed by this script. One stage runs at a time and uses
-# every core (torch's own threads); the runner keeps freed memory in the process (glibc).
+# every core (torch's own threads); the runner keeps freed memory in the process (glibc). While
+# other work shares the cores, set OMP_NUM_THREADS=1: a two-thread run on a busy two-core machine
+# waits at every parallel region for its descheduled thread (10 s a step instead of 0.65 here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-/work/data}

@@ -238,3 +238,26 @@ def test_evaluate_measures_present_tasks_and_reports_absent_ones_as_missing(eval
     table = out.with_suffix(".md").read_text()
     assert results["classifier"]["sha256"][:16] in table and "missing" in table and "| day_to_night |" in table
     assert results["command"].startswith(f"python -m training evaluate {paths['model']} --classifier")
+    autoencoder = results["autoencoder"]
+    for data in ("emoji", "scenes"):
+        assert autoencoder[data]["images"] > 0 and 0 < autoencoder[data]["psnr"] < 100
+        assert autoencoder[data]["mean_colour_error"] >= 0
+        assert ("autoencoder", f"PSNR on held-out {data} (dB)") in measures
+    following = results["prompt_following"]
+    assert len(following["colour_share_per_prompt"]) == 18 and 0 <= following["colour_obeyed"] <= 1
+    assert following["seed_difference"] > 0  # random weights still vary with the seed
+
+
+def test_evaluate_only_some_sections_needs_no_classifier(evaluation_inputs: dict[str, Path],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    paths = evaluation_inputs
+    monkeypatch.setenv("ONESTEP_CACHE", str(paths["root"] / "cache"))
+    out = paths["root"] / "autoencoder-only.json"
+    common = [str(paths["model"]), "--emoji", str(paths["emoji"]), "--scenes", str(paths["scenes"]),
+              "--resolution", "32", "--device", "cpu", "--out", str(out)]
+    with pytest.raises(TrainingInputError, match="--classifier RUN is needed to measure text_to_image"):
+        training_main(["evaluate", *common])
+    training_main(["evaluate", *common, "--only", "autoencoder"])
+    results = json.loads(out.read_text())
+    assert results["classifier"] is None and set(results["autoencoder"]) >= {"emoji", "scenes"}
+    assert "text_to_image" not in results and "classifier: none" in out.with_suffix(".md").read_text()

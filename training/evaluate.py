@@ -2,6 +2,12 @@
 
 Loads MODEL_DIR as the app does (`Studio.load`: source `mini` for an export, else `local`) and
 measures, on the TEST splits:
+- autoencoder: PSNR of the VAE's reconstructions at --resolution on held-out emoji and scenes, and
+  how far each image's mean colour (its non-white area) moved (training.colour);
+- prompt following (no classifier): colour words ("a red heart", ... 6 colours x heart, circle,
+  square) give images whose dominant hue is that colour (the same yardstick's score on the real
+  emoji with those captions beside it), and different prompts give different images (their mean
+  pairwise difference at one seed, against the difference between seeds of one prompt);
 - text to image, one step: is the prompted concept in the classifier's top 1 / top 5; Frechet
   distance (classifier features) of one-step images vs held-out real images; with --teacher (a
   latent-diffusion run or model folder) the same for its multi-step DDIM samples (diffusers'
@@ -36,6 +42,7 @@ import numpy as np
 import torch
 
 from training import runner
+from training.colour import colour_prompts, hue_accuracy, mean_colour_error, mean_pairwise_difference
 from training.classifier import (Classifier, FeatureExtractor, captioned_folder, classify, load_classifier,
                                  perceptual_distance, to_network_input)
 from training.metrics import (domain_success_rate, edge_agreement, frechet_distance, l1_distance, psnr,
@@ -49,6 +56,11 @@ TRANSLATIONS: dict[str, tuple[str, str, str]] = {  # direction -> (scenes subfol
     "clear_to_rainy": ("clear_rainy", "A", "rainy"),
     "rainy_to_clear": ("clear_rainy", "B", "day"),  # the scenes' "clear" is a clear day
 }
+COLOUR_SEEDS = 3
+CLASSIFIER_SECTIONS = ("text_to_image", "translation", "edit")
+SECTIONS = ("autoencoder", "prompt_following", "text_to_image", "sketch_to_image", "edge_to_image", "translation",
+            "edit")
+DIVERSITY_PROMPTS = 6
 CLASSIFIER_NOTE = "measured with the project's own classifier (training.classifier), not Inception/CLIP/LPIPS"
 
 
@@ -70,7 +82,8 @@ class Check:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model_dir", type=Path, metavar="MODEL_DIR",
                         help="folder in the stabilityai/sd-turbo layout (+ img2img-turbo/ task checkpoints)")
-    parser.add_argument("--classifier", type=Path, required=True, metavar="RUN", help="a `classifier` run")
+    parser.add_argument("--classifier", type=Path, default=None, metavar="RUN",
+                        help=f"a `classifier` run; needed by {', '.join(CLASSIFIER_SECTIONS)}")
     parser.add_argument("--emoji", type=Path, required=True, metavar="DATA",
                         help="emoji dataset (captioned/, sketch/, edge/)")
     parser.add_argument("--scenes", type=Path, required=True, metavar="DATA",
@@ -90,6 +103,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="text-to-image size (default: the model's native size, within what the Studio accepts)")
     parser.add_argument("--device", default=runner.default_device())
     parser.add_argument("--out", type=Path, required=True, help="results .json (a .md table is written beside it)")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=None, metavar="SECTION",
+                        help=f"measure only these sections (of {', '.join(SECTIONS)}); default: all")
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -136,6 +151,82 @@ def real_images(root: Path, split: str, resolution: int, limit: int | None = Non
     from training.data.layouts import load_captioned
 
     return load_captioned(captioned_folder(root), split, resolution, limit=limit).images
+
+
+# ------------------------------------------------------------------------------- autoencoder
+
+def reconstruct(vae: Any, images: np.ndarray, device: torch.device, batch: int = 32) -> np.ndarray:
+    """The VAE's mode reconstructions of uint8 RGB images, as uint8."""
+    outputs = []
+    with torch.inference_mode():
+        for start in range(0, len(images), batch):
+            chunk = torch.from_numpy(images[start:start + batch]).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
+            decoded = vae.decode(vae.encode(chunk).latent_dist.mode()).sample.clamp(-1, 1)
+            outputs.append(((decoded + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())
+    return np.concatenate(outputs)
+
+
+def evaluate_autoencoder(args: argparse.Namespace, device: torch.device, checks: list[Check]) -> dict[str, Any]:
+    from models.weights.base_loading import load_vae
+
+    vae = load_vae(args.model_dir).to(device).eval()
+    result: dict[str, Any] = {"status": "measured", "resolution": args.resolution}
+    for name, root in (("emoji", args.emoji), ("scenes", args.scenes)):
+        originals = real_images(root, "test", args.resolution)
+        reconstructions = reconstruct(vae, originals, device)
+        colour = mean_colour_error(originals, reconstructions)
+        result[name] = {"images": len(originals), "psnr": psnr(reconstructions, originals),
+                        "mean_colour_error": float(colour.mean()), "worst_colour_error": float(colour.max())}
+        checks.append(Check("autoencoder", f"PSNR on held-out {name} (dB)", result[name]["psnr"], ">= 24",
+                            result[name]["psnr"] >= 24))
+        checks.append(Check("autoencoder", f"mean colour moved, held-out {name} (grey levels)",
+                            result[name]["mean_colour_error"], "<= 10", result[name]["mean_colour_error"] <= 10))
+    return result
+
+
+# -------------------------------------------------------------------------- prompt following
+
+def real_colour_images(emoji: Path, resolution: int) -> tuple[list[np.ndarray], list[str]]:
+    """Real emoji (train and test) captioned with one of the colour prompts, and their colour words."""
+    from training.data.layouts import load_captioned
+
+    wanted = dict(colour_prompts())
+    images, colours = [], []
+    for split in ("train", "test"):
+        data = load_captioned(captioned_folder(emoji), split, resolution)
+        for image, caption in zip(data.images, data.captions):
+            if caption in wanted:
+                images.append(image)
+                colours.append(wanted[caption])
+    return images, colours
+
+
+def evaluate_prompt_following(studio: Any, args: argparse.Namespace, checks: list[Check]) -> dict[str, Any]:
+    size = studio_size(studio, args.size or native_size(studio))
+
+    def draw(prompt: str, seed: int) -> np.ndarray:
+        return as_array(studio.text_to_image(prompt, seed=seed, width=size, height=size))
+
+    rows = colour_prompts()
+    by_prompt = {prompt: [draw(prompt, seed) for seed in range(COLOUR_SEEDS)] for prompt, _ in rows}
+    per_prompt = {prompt: hue_accuracy(by_prompt[prompt], [colour] * COLOUR_SEEDS) for prompt, colour in rows}
+    obeyed = float(np.mean([share > 0.5 for share in per_prompt.values()]))
+    real, real_colours = real_colour_images(args.emoji, args.resolution)
+    real_accuracy = hue_accuracy(real, real_colours) if real else None
+    reference = f"; real emoji with these captions: {real_accuracy:.2f} of {len(real)}" if real else ""
+    checks.append(Check("text_to_image", f"colour word obeyed (dominant hue, most of {COLOUR_SEEDS} seeds{reference})",
+                        obeyed, ">= 0.9", obeyed >= 0.9))
+
+    prompts = [prompt for prompt, _ in rows][::len(rows) // DIVERSITY_PROMPTS][:DIVERSITY_PROMPTS]
+    across_prompts = mean_pairwise_difference(np.stack([by_prompt[prompt][0] for prompt in prompts]))
+    across_seeds = float(np.mean([mean_pairwise_difference(np.stack(by_prompt[prompt])) for prompt in prompts]))
+    ratio = across_prompts / max(across_seeds, 1e-9)
+    checks.append(Check("text_to_image", "different prompts differ: prompt-to-prompt / seed-to-seed difference",
+                        ratio, ">= 0.5", ratio >= 0.5))
+    return {"status": "measured", "size": size, "seeds": COLOUR_SEEDS, "colour_obeyed": obeyed,
+            "colour_share_per_prompt": per_prompt, "real_emoji_hue_accuracy": real_accuracy,
+            "real_emoji_images": len(real), "prompt_difference": across_prompts, "seed_difference": across_seeds,
+            "prompt_to_seed_ratio": ratio}
 
 
 # ------------------------------------------------------------------------------- text to image
@@ -247,6 +338,8 @@ def evaluate_sketch(studio: Any, args: argparse.Namespace, checks: list[Check]) 
                               "psnr": psnr(outputs, pairs.targets), "l1": l1_distance(outputs, pairs.targets),
                               "identity_psnr": psnr(pairs.sources, pairs.targets)}
     result["psnr_above_identity"] = result["psnr"] - result["identity_psnr"]
+    result["colour_error"] = float(mean_colour_error(pairs.targets, outputs).mean())
+    result["identity_colour_error"] = float(mean_colour_error(pairs.targets, pairs.sources).mean())
     spread_indices = range(min(args.spread_images, len(pairs)))
     seeds = range(max(2, args.seeds))
     result["spread_across_seeds"] = {
@@ -257,12 +350,15 @@ def evaluate_sketch(studio: Any, args: argparse.Namespace, checks: list[Check]) 
                         result["psnr"] >= 18))
     checks.append(Check("sketch_to_image", "PSNR above the unchanged line art (dB)", result["psnr_above_identity"],
                         ">= 3", result["psnr_above_identity"] >= 3))
+    checks.append(Check("sketch_to_image", "shape filled with the target's colours: mean colour error (grey levels; "
+                        f"the line art's own: {result['identity_colour_error']:.1f})", result["colour_error"],
+                        "<= half the line art's", result["colour_error"] <= 0.5 * result["identity_colour_error"]))
     checks.append(Check("sketch_to_image", "spread: gamma 0.2 > 0.6 > 1.0", spread[0],
                         f"> {spread[1]:.4f} > {spread[2]:.4f}", spread[0] > spread[1] > spread[2]))
     return result
 
 
-def evaluate_edge(studio: Any, args: argparse.Namespace) -> dict[str, Any]:
+def evaluate_edge(studio: Any, args: argparse.Namespace, checks: list[Check]) -> dict[str, Any]:
     from training.data.layouts import load_paired
 
     if "edge_to_image" not in studio.store.tasks:
@@ -270,8 +366,10 @@ def evaluate_edge(studio: Any, args: argparse.Namespace) -> dict[str, Any]:
     pairs = load_paired(args.emoji / "edge", "test", args.resolution, limit=args.limit)
     outputs = np.stack([as_array(studio.edge_to_image(target, caption)[1])
                         for target, caption in zip(pairs.targets, pairs.captions)])
-    return {"status": "measured", "images": len(pairs), "psnr": psnr(outputs, pairs.targets),
-            "l1": l1_distance(outputs, pairs.targets), "edge_agreement": edge_agreement(pairs.targets, outputs)}
+    result = {"status": "measured", "images": len(pairs), "psnr": psnr(outputs, pairs.targets),
+              "l1": l1_distance(outputs, pairs.targets), "edge_agreement": edge_agreement(pairs.targets, outputs)}
+    checks.append(Check("edge_to_image", "PSNR vs colour target (dB)", result["psnr"], ">= 18", result["psnr"] >= 18))
+    return result
 
 
 # --------------------------------------------------------------------------------- translation
@@ -365,7 +463,8 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [f"# Quality of {results['model_dir']}", "",
              f"- command: `{results['command']}`", f"- date (UTC): {results['date']}",
              f"- device: {results['device']}", f"- weights: {results['source']}",
-             f"- classifier: `{classifier['path']}` (sha256 {classifier['sha256'][:16]}...); {CLASSIFIER_NOTE}",
+             (f"- classifier: `{classifier['path']}` (sha256 {classifier['sha256'][:16]}...); {CLASSIFIER_NOTE}"
+              if classifier else "- classifier: none (no section that needs it was measured)"),
              f"- held-out data: {results['data']['emoji']} and {results['data']['scenes']} (test splits, "
              f"{results['data']['resolution']} px)", "",
              "", "\"(classifier)\": measured with the classifier named above; other figures are pixel metrics.", "",
@@ -375,7 +474,7 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(f"| {check['task']} | {check['measure']} | {check['value']:.4g} | {check['target']} | {verdict} |")
     for task, reason in results["missing"].items():
         lines.append(f"| {task} | - | - | - | missing: {reason.split(' (looked in')[0]} |")
-    text = results["text_to_image"]
+    text = results.get("text_to_image", {})
     if text.get("status") == "measured" and text["size"] != text["native_size"]:
         lines += ["", f"Text to image ran at {text['size']} px, the nearest size the Studio accepts; the model's "
                       f"native size is {text['native_size']} px."]
@@ -416,20 +515,27 @@ def main(args: argparse.Namespace) -> None:
             raise runner.TrainingInputError(f"{name} {folder}: no such folder")
     if args.out.suffix.lower() != ".json":
         raise runner.TrainingInputError(f"--out {args.out}: give a .json path (the .md table is written beside it)")
-    classifier = load_classifier(args.classifier, device)
+    chosen = args.only or SECTIONS
+    needs_classifier = [name for name in chosen if name in CLASSIFIER_SECTIONS]
+    if needs_classifier and args.classifier is None:
+        raise runner.TrainingInputError(f"--classifier RUN is needed to measure {', '.join(needs_classifier)} "
+                                        f"(or leave them out with --only)")
+    classifier = load_classifier(args.classifier, device) if needs_classifier else None
     studio = Studio.load(source=source_for(args.model_dir), model_dir=args.model_dir, device=device)
     checks: list[Check] = []
     sections: dict[str, Callable[[], dict[str, Any]]] = {
+        "autoencoder": lambda: evaluate_autoencoder(args, device, checks),
+        "prompt_following": lambda: evaluate_prompt_following(studio, args, checks),
         "text_to_image": lambda: evaluate_text_to_image(studio, classifier, args, checks),
         "sketch_to_image": lambda: evaluate_sketch(studio, args, checks),
-        "edge_to_image": lambda: evaluate_edge(studio, args),
+        "edge_to_image": lambda: evaluate_edge(studio, args, checks),
         "translation": lambda: evaluate_translation(studio, classifier, args, checks),
         "edit": lambda: evaluate_edit(studio, classifier, args, checks),
     }
-    measured = {name: section() for name, section in sections.items()}
+    measured = {name: section() for name, section in sections.items() if args.only is None or name in args.only}
     results = {"command": command_line(args), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "device": runner.device_description(device), "model_dir": str(args.model_dir),
-               "source": studio.source.describe(), "classifier": {**classifier.stamp(), "note": CLASSIFIER_NOTE},
+               "source": studio.source.describe(), "classifier": {**classifier.stamp(), "note": CLASSIFIER_NOTE} if classifier else None,
                "data": {"emoji": str(args.emoji), "scenes": str(args.scenes), "split": "test",
                         "resolution": args.resolution},
                **measured, "checks": [check.to_json() for check in checks], "missing": missing_tasks(measured)}

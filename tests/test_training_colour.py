@@ -1,0 +1,60 @@
+"""The colour yardsticks of `python -m training evaluate` (training.colour): a red heart is named
+red, a blue one blue, a grey image names no hue, a browned reconstruction moves the mean colour."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from training.colour import (COLOUR_WORDS, colour_prompts, dominant_hue, hue_accuracy, mean_colour_error,
+                             mean_pairwise_difference)
+
+EMOJI_COLOURS = {"red": (221, 46, 68), "orange": (244, 144, 12), "yellow": (253, 203, 88), "green": (120, 177, 89),
+                 "blue": (85, 172, 238), "purple": (170, 142, 214)}  # Twemoji's hearts
+
+
+def heart(colour: tuple[int, int, int], side: int = 64) -> np.ndarray:
+    image = np.full((side, side, 3), 255, np.uint8)
+    cv2.circle(image, (side // 3, side // 3), side // 5, colour, -1)
+    cv2.circle(image, (2 * side // 3, side // 3), side // 5, colour, -1)
+    triangle = np.array([[side // 8, side * 2 // 5], [side * 7 // 8, side * 2 // 5], [side // 2, side * 7 // 8]])
+    cv2.fillPoly(image, [triangle], colour)
+    return image
+
+
+@pytest.mark.parametrize("word", COLOUR_WORDS)
+def test_each_colour_word_names_its_heart(word: str) -> None:
+    assert dominant_hue(heart(EMOJI_COLOURS[word])) == word
+
+
+def test_grey_black_and_white_name_no_hue() -> None:
+    assert dominant_hue(heart((128, 128, 128))) is None
+    assert dominant_hue(np.zeros((32, 32, 3), np.uint8)) is None
+
+
+def test_hue_accuracy_counts_right_answers() -> None:
+    images = [heart(EMOJI_COLOURS["red"]), heart(EMOJI_COLOURS["blue"])]
+    assert hue_accuracy(images, ["red", "blue"]) == 1.0
+    assert hue_accuracy(images, ["red", "red"]) == 0.5
+
+
+def test_prompts_cover_every_colour_with_every_shape() -> None:
+    prompts = colour_prompts()
+    assert len(prompts) == 18 and ("a red heart", "red") in prompts and ("an orange square", "orange") in prompts
+
+
+def test_mean_colour_error_catches_a_browned_reconstruction() -> None:
+    original = heart(EMOJI_COLOURS["blue"])[None]
+    assert mean_colour_error(original, original)[0] == 0
+    browned = original.copy()
+    browned[~(original >= 240).all(-1)] = (120, 90, 60)
+    assert mean_colour_error(original, browned)[0] > 100
+    shifted = np.clip(original.astype(int) - 3, 0, 255).astype(np.uint8)
+    assert mean_colour_error(original, shifted)[0] <= 3
+
+
+def test_mean_pairwise_difference() -> None:
+    images = np.stack([np.zeros((4, 4, 3), np.uint8), np.full((4, 4, 3), 10, np.uint8), np.full((4, 4, 3), 40, np.uint8)])
+    assert mean_pairwise_difference(images) == pytest.approx((10 + 40 + 30) / 3)
+    assert mean_pairwise_difference(images[:1].repeat(3, 0)) == 0
