@@ -95,6 +95,7 @@ def test_record_samples_checkpoints_and_model_folder(tmp_path: Path) -> None:
     session = record["sessions"][0]
     assert session["versions"]["torch"] and "command" in session
     assert session["images_per_s"] > 0 and session["device"].startswith("cpu")
+    assert 0 < session["step_s_median"] and session["step_images_per_s"] == pytest.approx(4 / session["step_s_median"], rel=0.05)
     assert sorted(p.name for p in (out / "samples").iterdir()) == ["step_000003.png", "step_000006.png"]
     assert Image.open(out / "samples" / "step_000006.png").size == (16, 16)
     # keep-checkpoints 2: steps 4 and 6 remain

@@ -470,6 +470,7 @@ class _Session:
     def __init__(self, args: argparse.Namespace, device: torch.device, start_step: int) -> None:
         self.start_step = start_step
         self.started = time.perf_counter()
+        self.step_seconds: list[float] = []
         self.info: dict[str, Any] = {
             "command": [sys.executable, "-m", "training", *sys.argv[1:]] if sys.argv[0].endswith("__main__.py")
             else [sys.executable, *sys.argv],
@@ -488,7 +489,19 @@ class _Session:
         self.info.update({"end_step": step, "wall_time_s": round(wall, 2),
                           "images_per_s": round(done * images_per_step / wall, 3) if wall > 0 else None,
                           "s_per_step": round(wall / done, 4) if done else None})
+        if self.step_seconds:
+            median = float(np.median(self.step_seconds))
+            self.info.update({"step_s_median": round(median, 4),
+                              "step_images_per_s": round(images_per_step / median, 3) if median > 0 else None})
         return self.info
+
+    def timed_step(self, step: StepFn, index: int) -> Mapping[str, float]:
+        """step(index), its duration kept: the training steps' own speed, without samples,
+        checkpoints and the final model, is the record's step_s_median."""
+        started = time.perf_counter()
+        losses = step(index)
+        self.step_seconds.append(time.perf_counter() - started)
+        return losses
 
 
 def run_training(args: argparse.Namespace, *, recipe: str, modules: Mapping[str, nn.Module],
@@ -529,7 +542,7 @@ def run_training(args: argparse.Namespace, *, recipe: str, modules: Mapping[str,
         schedule = getattr(args, "lr_schedule", "constant")
         for index in range(start, args.steps):
             apply_lr_schedule(optimizers, schedule, index, args.steps)
-            losses = {name: float(value) for name, value in step(index).items()}
+            losses = {name: float(value) for name, value in session.timed_step(step, index).items()}
             history.append(losses)
             current = index + 1
             elapsed = time.perf_counter() - session.started
