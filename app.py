@@ -20,6 +20,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import gradio as gr
 
@@ -232,13 +233,23 @@ def failure(error: Exception, prog: str) -> tuple[int, str]:
     return 1, f"{prog}: could not start: {type(error).__name__}: {error} (run with --debug for the traceback)\n"
 
 
+def interrupted(prog: str) -> NoReturn:
+    """End the process at once after Ctrl-C during start-up. The model thread may be inside torch
+    (loading, converting); a normal exit would run C++ destructors under it, which abort ("terminate
+    called without an active exception"). Files are written to .part names and renamed when whole,
+    so nothing half-written is left under a real name."""
+    print(f"{prog}: interrupted before serving; no model file was left half-written", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(130)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parse = parser()
     args = parse.parse_args(argv)
     try:
         demo, auth = start(args)
     except KeyboardInterrupt:
-        parse.exit(130, f"{parse.prog}: interrupted before serving; no model file was left half-written\n")
+        interrupted(parse.prog)
     except Exception as error:  # every start-up error ends in one line, unless --debug asks for more
         if args.debug:
             raise
