@@ -47,9 +47,8 @@ def example(name: str) -> str:
 def run_task(task: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     """Call a Studio method. Its user errors (bad input, a task not loaded, a non-finite image:
     pipelines.errors.USER_ERRORS) come back as gr.Error with the pipeline's message; its user
-    warnings (a truncated prompt) are shown as gr.Warning. Anything else is a bug: the user is told
-    the call failed, with the exception's type and message, and that the app is still running; the
-    traceback goes to the server's console.
+    warnings (a truncated prompt) are shown as gr.Warning. Anything else is a bug and propagates
+    unchanged.
 
     Warnings are collected with warnings.catch_warnings, which is process-wide; that is sound here
     because every model call runs in the one GPU queue, one at a time."""
@@ -59,9 +58,6 @@ def run_task(task: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
             result = task(*args, **kwargs)
         except USER_ERRORS as error:
             raise gr.Error(str(error), print_exception=False) from error
-        except Exception as error:  # a bug: say so instead of Gradio's bare "error"; the server keeps serving
-            raise gr.Error(f"The {getattr(task, '__name__', 'model')} call failed ({type(error).__name__}: {error}). "
-                           "The app is still running: try again; the server's console has the details.") from error
     for warning in caught:
         if issubclass(warning.category, USER_WARNINGS):
             gr.Warning(str(warning.message))
