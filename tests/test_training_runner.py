@@ -176,12 +176,15 @@ def test_cosine_schedule_falls_to_a_tenth_and_resume_follows_it(tmp_path: Path) 
     assert_same_weights(reference, train(parse(tmp_path / "b", "--lr-schedule", "cosine", "--resume")))
 
 
-def test_a_training_run_records_that_freed_memory_is_retained(tmp_path: Path) -> None:
-    from models.running.host_memory import retain_freed_memory
+def test_a_training_run_records_that_freed_memory_is_retained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from models.running.host_memory import TRAINING_VARIABLE, retain_freed_memory
 
     train(parse(tmp_path / "run"))
     session = json.loads((tmp_path / "run" / "record.json").read_text())["sessions"][0]
     assert session["retain_host_memory"] == retain_freed_memory()
+    monkeypatch.setenv(TRAINING_VARIABLE, "0")
+    train(parse(tmp_path / "off"))
+    assert json.loads((tmp_path / "off" / "record.json").read_text())["sessions"][0]["retain_host_memory"] is False
 
 
 def test_help_lists_every_recipe_with_its_summary_without_importing_torch() -> None:

@@ -59,10 +59,12 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
-    from models.running.host_memory import retain_freed_memory
+    from models.running.host_memory import retain_for_training
 
-    retain_freed_memory()  # every step reuses the last step's freed memory (no page faults)
-    args.run(args)
+    from torch.distributed.elastic.multiprocessing.errors import record
+
+    retain_for_training()  # every step reuses the last step's freed memory (no page faults)
+    record(args.run)(args)  # under torchrun / accelerate launch, the launcher's summary names the error
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ optimizers and a `step(index) -> losses` function, then hands them to `run_train
     parser: add_common_arguments(parser, base=False, default_resolution=128)
             --dataset --out --steps --batch-size --resolution --device --resume --seed --lr
             --checkpoint-every --sample-every --keep-checkpoints --gradient-checkpointing
-            [--base {tiny,hub,DIR}]
+            --mixed-precision --gradient-accumulation-steps [--base {tiny,hub,DIR}]
 
     out = run_training(args, recipe="autoencoder",
                        modules={"vae": vae, "disc": disc},           # what is trained
@@ -36,6 +36,21 @@ What `run_training` does:
   (first/last/min/mean of the last 10%), metrics.
 - A tqdm bar shows step, the latest losses and images/s.
 
+Several processes (`accelerate launch --multi_gpu --num_processes N -m training RECIPE`, or
+`torchrun --nproc_per_node N -m training RECIPE`; on CPUs too, with gloo): a recipe makes a
+`Trainer(args)` first (it owns the accelerate.Accelerator: device, --mixed-precision,
+--gradient-accumulation-steps) and passes it to run_training. Its step draws its batch with
+`trainer.batch_indices`, per-example randomness for the global batch through `trainer.shard`, runs
+under `trainer.autocast()` and updates with `trainer.backward(loss)` and `trainer.step(optimizer,
+clip)` (gradients averaged over the processes, fp16 unscaled, clipped, stepped only on the last
+micro-batch of an accumulated step). --batch-size is per process and micro-batch, as upstream's
+accelerate scripts; the global batch (batch x processes x accumulation) is recorded and sets the
+data order, so N processes train what one process with the same global batch trains. Only the main
+process writes; everyone waits at each checkpoint. A process's global RNG is reseeded with its own
+recorded seed when there are several, and each one's RNG state is checkpointed; --resume refuses
+another process count. With one process and the default flags nothing changes: same draws, same
+weights, same checkpoint files as before accelerate.
+
 Helpers: `step_generator`, `batch_indices`, `autocast`, `prepare_modules` (device, gradient
 checkpointing as --gradient-checkpointing asks: auto is on CUDA only), `save_grid`,
 `save_model_folder`, `base_folder` (--base to a folder), `resolve_device`, `TrainingInputError`.
@@ -45,6 +60,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -60,13 +76,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object, reduce
 from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
 from models.running.devices import native_bfloat16
-from models.running.host_memory import retain_freed_memory
+from models.running.host_memory import retain_for_training
 from models.weights.configs import SCHEDULER_CONFIG
 
 RUN_FILE = "run.json"
@@ -80,6 +98,8 @@ SampleFn = Callable[[Path], None]
 FinishFn = Callable[[Path], Mapping[str, Any] | None]
 CheckpointFn = Callable[..., Any]  # diffusers' gradient_checkpointing_func: (module, *args) -> outputs
 CHECKPOINTING = ("auto", "on", "off")
+MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
+PROCESS_SEED_STRIDE = 1_000_003  # process r's global RNG seed: --seed + r * this, with several processes
 
 
 class TrainingInputError(ValueError):
@@ -116,6 +136,12 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, base: bool = False,
     parser.add_argument("--gradient-checkpointing", choices=CHECKPOINTING, default="auto",
                         help="recompute the networks' activations in backward instead of keeping them "
                              "(less memory, more time); auto: on CUDA only (default)")
+    parser.add_argument("--mixed-precision", choices=MIXED_PRECISION, default="auto",
+                        help="autocast through accelerate (weights and optimizer state stay fp32; fp16 adds a "
+                             "gradient scaler, CUDA only); auto: bf16 on CUDA and on CPUs with bf16 "
+                             "instructions, else no (default)")
+    parser.add_argument("--gradient-accumulation-steps", type=positive_int, default=1, metavar="N",
+                        help="micro-batches of --batch-size per optimizer step and process")
     if base:
         parser.add_argument("--base", default="tiny", metavar="{tiny,hub,DIR}",
                             help="one-step base: tiny random weights, SD-Turbo from the Hub, or a folder "
@@ -237,6 +263,148 @@ def prepare_modules(modules: Mapping[str, nn.Module], device: torch.device, chec
             module.gradient_checkpointing_enable()
 
 
+# ------------------------------------------------------------------------------------- processes
+
+def resolved_precision(setting: str, device: torch.device) -> str:
+    """--mixed-precision for accelerate: auto is what `autocast` does (bf16 on CUDA and on CPUs
+    with bf16 instructions, else no); fp16 needs CUDA (its gradient scaler)."""
+    if setting == "fp16" and device.type != "cuda":
+        raise TrainingInputError("--mixed-precision fp16 needs CUDA (its gradient scaler); on a CPU use bf16 or no")
+    if setting != "auto":
+        return setting
+    return "bf16" if device.type == "cuda" or native_bfloat16(device) else "no"
+
+
+class Trainer:
+    """One process's part of a run: the accelerate.Accelerator (processes, device, mixed precision,
+    gradient accumulation) and this process's share of every batch.
+
+    A recipe makes it before its networks and optimizers and passes it to run_training. Mixed
+    precision and accumulation settings are accelerate's process-wide state: one Trainer's settings
+    per process (tests that change them reset AcceleratorState between runs)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        requested = resolve_device(args.device)
+        self.mixed_precision = resolved_precision(args.mixed_precision, requested)
+        self.accelerator = Accelerator(cpu=requested.type == "cpu", mixed_precision=self.mixed_precision,
+                                       gradient_accumulation_steps=args.gradient_accumulation_steps)
+        several = self.accelerator.num_processes > 1
+        self.device = self.accelerator.device if several and requested.type != "cpu" else requested
+        self.batch_size: int = args.batch_size
+        self.seed: int = args.seed
+        self.micro = 0  # the micro-batch of the current step (run_step sets it)
+
+    @property
+    def processes(self) -> int:
+        return self.accelerator.num_processes
+
+    @property
+    def rank(self) -> int:
+        return self.accelerator.process_index
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def accumulation(self) -> int:
+        return self.accelerator.gradient_accumulation_steps
+
+    @property
+    def global_batch(self) -> int:
+        """Examples per optimizer step over all processes and micro-batches."""
+        return self.batch_size * self.processes * self.accumulation
+
+    def process_seeds(self) -> list[int]:
+        return [self.seed + rank * PROCESS_SEED_STRIDE for rank in range(self.processes)]
+
+    def shard(self, values: torch.Tensor) -> torch.Tensor:
+        """This process's rows of the current micro-batch from rows drawn for the global batch
+        (micro-batch-major, then process): draw per-example randomness for global_batch rows and
+        shard it, and every process count sees the same draws."""
+        if self.global_batch == self.batch_size:
+            return values
+        start = (self.micro * self.processes + self.rank) * self.batch_size
+        return values[start:start + self.batch_size]
+
+    def batch_indices(self, dataset_size: int, step: int, seed: int | None = None) -> torch.Tensor:
+        """This process's examples of `step`: its shard of the global batch (`batch_indices`)."""
+        seed = self.seed if seed is None else seed
+        return self.shard(batch_indices(dataset_size, self.global_batch, seed, step))
+
+    def mean_over_processes(self, values: torch.Tensor) -> torch.Tensor:
+        """values averaged over the processes (itself with one): e.g. a gradient taken with
+        torch.autograd.grad, which `step` does not see."""
+        return reduce(values, reduction="mean") if self.processes > 1 else values
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """accelerate's autocast for --mixed-precision (nothing for no)."""
+        return self.accelerator.autocast()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """loss / accumulation steps, scaled for fp16, backward."""
+        self.accelerator.backward(loss)
+
+    def step(self, optimizer: torch.optim.Optimizer, clip: float | None = None) -> None:
+        """On the last micro-batch of a step: average the gradients over the processes, unscale
+        them (fp16), clip their norm to `clip`, step and clear them; else nothing (they accumulate)."""
+        if not self.accelerator.sync_gradients:
+            return
+        parameters = [p for group in optimizer.param_groups for p in group["params"]]
+        if self.processes > 1:
+            average_gradients(parameters)
+        scaler = self.accelerator.scaler
+        if scaler is not None:
+            scaler.unscale_(optimizer)
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(parameters, clip)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def run_step(self, step: StepFn, index: int) -> dict[str, float]:
+        """step(index) once per micro-batch under accelerate's accumulate; the losses averaged over
+        micro-batches and processes (with one of each: as step returned them)."""
+        losses = []
+        for micro in range(self.accumulation):
+            self.micro = micro
+            with self.accelerator.accumulate():
+                losses.append({name: float(value) for name, value in step(index).items()})
+        if len(losses) == 1 and self.processes == 1:
+            return losses[0]
+        names = sorted(losses[0])
+        summed = torch.tensor([[entry[name] for name in names] for entry in losses], dtype=torch.float64).mean(0)
+        averaged = reduce(summed.to(self.device), reduction="mean").cpu()
+        return dict(zip(names, averaged.tolist(), strict=True))
+
+    def wait(self) -> None:
+        self.accelerator.wait_for_everyone()
+
+    def info(self) -> dict[str, Any]:
+        """What the record states about the processes and the batch."""
+        return {"processes": self.processes, "batch_size_per_process": self.batch_size,
+                "gradient_accumulation_steps": self.accumulation, "global_batch": self.global_batch,
+                "mixed_precision": self.mixed_precision, "distributed_type": str(self.accelerator.distributed_type),
+                "process_seeds": self.process_seeds() if self.processes > 1 else None}
+
+
+def average_gradients(parameters: list[nn.Parameter]) -> None:
+    """Replace each gradient with its mean over the processes: one all-reduce per dtype (accelerate's
+    reduce). The recipes call their networks outside forward (encode/decode, two discriminator passes
+    per backward, torch.autograd.grad), which DDP's reducer does not follow."""
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    for parameter in parameters:
+        if parameter.grad is not None:
+            by_dtype.setdefault(parameter.grad.dtype, []).append(parameter.grad)
+    for grads in by_dtype.values():
+        flat = reduce(torch.cat([grad.reshape(-1) for grad in grads]), reduction="mean")
+        for grad, averaged in zip(grads, flat.split([grad.numel() for grad in grads]), strict=True):
+            grad.copy_(averaged.view_as(grad))
+
+
 # ---------------------------------------------------------------------------------------- images
 
 def save_grid(images: torch.Tensor | np.ndarray, path: Path, columns: int | None = None) -> Path:
@@ -335,9 +503,47 @@ def restore_rng(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class ProcessesDiverged(RuntimeError):
+    """The processes of one run hold different weights at a checkpoint."""
+
+
+def weights_fingerprint(modules: Mapping[str, nn.Module]) -> str:
+    """sha256 of everything a checkpoint saves of the modules (names and bytes)."""
+    digest = hashlib.sha256()
+    for name, module in modules.items():
+        for key, tensor in checkpoint_state(module).items():
+            digest.update(f"{name}.{key}".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def check_same_weights(modules: Mapping[str, nn.Module], trainer: Trainer, step: int) -> None:
+    """A collective: raise ProcessesDiverged unless every process holds the same weights and buffers."""
+    fingerprints = gather_object([weights_fingerprint(modules)])
+    if len(set(fingerprints)) > 1:
+        raise ProcessesDiverged(
+            f"step {step}: the {trainer.processes} processes hold different weights (sha256 {fingerprints}); "
+            "something changed a module outside Trainer.step, e.g. a buffer such as BatchNorm's running "
+            "statistics updated from each process's own batch")
+
+
+def process_rng_state(trainer: Trainer) -> dict[str, Any]:
+    """What rng.pt holds (a collective: every process calls it): this process's `rng_state` and
+    fp16 gradient scaler; with several processes rank 0's at the top level and everyone's under
+    "processes"."""
+    state = rng_state()
+    if trainer.accelerator.scaler is not None:
+        state["scaler"] = trainer.accelerator.scaler.state_dict()
+    if trainer.processes == 1:
+        return state
+    return {**state, "processes": gather_object([state])}
+
+
 def write_checkpoint(out: Path, step: int, modules: Mapping[str, nn.Module],
-                     optimizers: Mapping[str, torch.optim.Optimizer], history: list[dict[str, float]]) -> Path:
-    """Write everything to a temp folder, then os.replace it into place."""
+                     optimizers: Mapping[str, torch.optim.Optimizer], history: list[dict[str, float]],
+                     rng: Mapping[str, Any] | None = None) -> Path:
+    """Write everything to a temp folder, then os.replace it into place. rng: `process_rng_state`
+    (default: this process's `rng_state`); a run of several processes records their number."""
     final = out / CHECKPOINTS / checkpoint_name(step)
     temp = out / CHECKPOINTS / f"{TMP_PREFIX}{checkpoint_name(step)}"
     shutil.rmtree(temp, ignore_errors=True)
@@ -346,8 +552,12 @@ def write_checkpoint(out: Path, step: int, modules: Mapping[str, nn.Module],
         for name, module in modules.items():
             save_file(checkpoint_state(module), str(temp / f"{name}.safetensors"))
         torch.save({name: optimizer.state_dict() for name, optimizer in optimizers.items()}, temp / "optimizers.pt")
-        torch.save(rng_state(), temp / "rng.pt")
-        (temp / "state.json").write_text(json.dumps({"step": step, "history": history}))
+        rng = rng_state() if rng is None else rng
+        torch.save(rng, temp / "rng.pt")
+        state: dict[str, Any] = {"step": step, "history": history}
+        if "processes" in rng:
+            state["processes"] = len(rng["processes"])
+        (temp / "state.json").write_text(json.dumps(state))
         if final.exists():
             shutil.rmtree(final)
         os.replace(temp, final)
@@ -356,9 +566,22 @@ def write_checkpoint(out: Path, step: int, modules: Mapping[str, nn.Module],
     return final
 
 
+def check_processes(folder: Path, processes: int) -> None:
+    """Refuse to resume a checkpoint written by another number of processes (its data order,
+    per-process RNG states and batch shards would not continue)."""
+    written = int(json.loads((folder / "state.json").read_text()).get("processes", 1))
+    if written != processes:
+        raise TrainingInputError(
+            f"--resume: {folder} was written by a run of {written} process(es) and this run has {processes}; "
+            f"resume with {written} (e.g. accelerate launch --num_processes {written}), or start a new --out")
+
+
 def load_checkpoint(folder: Path, modules: Mapping[str, nn.Module],
-                    optimizers: Mapping[str, torch.optim.Optimizer]) -> tuple[int, list[dict[str, float]]]:
-    """Load modules, optimizers and RNG from a checkpoint; return (step, loss history)."""
+                    optimizers: Mapping[str, torch.optim.Optimizer],
+                    trainer: Trainer | None = None) -> tuple[int, list[dict[str, float]]]:
+    """Load modules, optimizers and RNG (this process's, with several) from a checkpoint; return
+    (step, loss history)."""
+    check_processes(folder, trainer.processes if trainer is not None else 1)
     for name, module in modules.items():
         path = folder / f"{name}.safetensors"
         if not path.is_file():
@@ -372,7 +595,11 @@ def load_checkpoint(folder: Path, modules: Mapping[str, nn.Module],
         raise TrainingInputError(f"{folder / 'optimizers.pt'} has optimizers {sorted(saved)}, expected {sorted(optimizers)}")
     for name, optimizer in optimizers.items():
         optimizer.load_state_dict(saved[name])
-    restore_rng(torch.load(folder / "rng.pt", weights_only=True))
+    rng = torch.load(folder / "rng.pt", weights_only=True)
+    own = rng["processes"][trainer.rank] if "processes" in rng and trainer is not None else rng
+    restore_rng(own)
+    if "scaler" in own and trainer is not None and trainer.accelerator.scaler is not None:
+        trainer.accelerator.scaler.load_state_dict(own["scaler"])
     state = json.loads((folder / "state.json").read_text())
     return int(state["step"]), list(state["history"])
 
@@ -467,7 +694,7 @@ def sampling_mode(modules: Mapping[str, nn.Module]) -> Iterator[None]:
 class _Session:
     """Bookkeeping of one invocation (a resumed run has several sessions)."""
 
-    def __init__(self, args: argparse.Namespace, device: torch.device, start_step: int) -> None:
+    def __init__(self, args: argparse.Namespace, trainer: Trainer, start_step: int) -> None:
         self.start_step = start_step
         self.started = time.perf_counter()
         self.step_seconds: list[float] = []
@@ -475,12 +702,13 @@ class _Session:
             "command": [sys.executable, "-m", "training", *sys.argv[1:]] if sys.argv[0].endswith("__main__.py")
             else [sys.executable, *sys.argv],
             "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "device": device_description(device),
+            "device": device_description(trainer.device),
             "versions": package_versions(),
+            **trainer.info(),
             "arguments": {key: str(value) for key, value in vars(args).items() if key != "run"},
             "start_step": start_step,
             # glibc keeps freed tensor memory for the next step instead of faulting it in again
-            "retain_host_memory": retain_freed_memory(),
+            "retain_host_memory": retain_for_training(),
         }
 
     def update(self, step: int, images_per_step: int) -> dict[str, Any]:
@@ -495,11 +723,11 @@ class _Session:
                               "step_images_per_s": round(images_per_step / median, 3) if median > 0 else None})
         return self.info
 
-    def timed_step(self, step: StepFn, index: int) -> Mapping[str, float]:
-        """step(index), its duration kept: the training steps' own speed, without samples,
-        checkpoints and the final model, is the record's step_s_median."""
+    def timed_step(self, trainer: Trainer, step: StepFn, index: int) -> dict[str, float]:
+        """trainer.run_step(step, index), its duration kept: the training steps' own speed, without
+        samples, checkpoints and the final model, is the record's step_s_median."""
         started = time.perf_counter()
-        losses = step(index)
+        losses = trainer.run_step(step, index)
         self.step_seconds.append(time.perf_counter() - started)
         return losses
 
@@ -507,20 +735,30 @@ class _Session:
 def run_training(args: argparse.Namespace, *, recipe: str, modules: Mapping[str, nn.Module],
                  optimizers: Mapping[str, torch.optim.Optimizer], step: StepFn,
                  sample: SampleFn | None = None, finish: FinishFn | None = None,
-                 images_per_step: int | None = None, config: Mapping[str, Any] | None = None) -> Path:
-    """Run (or resume) a training loop in args.out; returns OUT. `config` goes into the record."""
+                 images_per_step: int | None = None, config: Mapping[str, Any] | None = None,
+                 trainer: Trainer | None = None) -> Path:
+    """Run (or resume) a training loop in args.out; returns OUT. `config` goes into the record.
+    images_per_step: per step over all processes (default: the trainer's global batch). Without a
+    trainer (a recipe not yet written for it) one process and the default precision and
+    accumulation are required."""
     out: Path = args.out
-    prepare_out(out, recipe, args.resume)
-    device = resolve_device(args.device)
-    images_per_step = images_per_step or args.batch_size
+    if trainer is None:
+        trainer = Trainer(args)
+        check_single_process(trainer, recipe, args)
+    if trainer.is_main:
+        prepare_out(out, recipe, args.resume)
+    trainer.wait()
+    images_per_step = images_per_step or trainer.global_batch
     start, history = 0, []
     checkpoints = complete_checkpoints(out)
     if args.resume and checkpoints:
-        start, history = load_checkpoint(checkpoints[-1], modules, optimizers)
+        start, history = load_checkpoint(checkpoints[-1], modules, optimizers, trainer)
+    elif trainer.processes > 1:
+        torch.manual_seed(trainer.process_seeds()[trainer.rank])
     record_path = out / RECORD_FILE
     record: dict[str, Any] = json.loads(record_path.read_text()) if args.resume and record_path.is_file() else {}
     record.update({"recipe": recipe, "config": dict(config or {}), "total_steps": args.steps})
-    session = _Session(args, device, start)
+    session = _Session(args, trainer, start)
     record["sessions"] = [*record.get("sessions", []), session.info]
 
     def save_record(status: str, at_step: int) -> None:
@@ -530,37 +768,56 @@ def run_training(args: argparse.Namespace, *, recipe: str, modules: Mapping[str,
         write_json_atomic(record_path, record)
 
     def checkpoint(at_step: int) -> None:
-        write_checkpoint(out, at_step, modules, optimizers, history)
-        for old in complete_checkpoints(out)[:-args.keep_checkpoints]:
-            shutil.rmtree(old, ignore_errors=True)
-        save_record("running", at_step)
+        if trainer.processes > 1:
+            check_same_weights(modules, trainer, at_step)
+            record["processes_identical_at_step"] = at_step
+        rng = process_rng_state(trainer)
+        if trainer.is_main:
+            write_checkpoint(out, at_step, modules, optimizers, history, rng)
+            for old in complete_checkpoints(out)[:-args.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+            save_record("running", at_step)
+        trainer.wait()
 
     current = start
     status = "interrupted"
-    progress = tqdm(total=args.steps, initial=start, desc=recipe, unit="step", dynamic_ncols=True)
+    progress = tqdm(total=args.steps, initial=start, desc=recipe, unit="step", dynamic_ncols=True,
+                    disable=not trainer.is_main)
     try:
         schedule = getattr(args, "lr_schedule", "constant")
         for index in range(start, args.steps):
             apply_lr_schedule(optimizers, schedule, index, args.steps)
-            losses = {name: float(value) for name, value in session.timed_step(step, index).items()}
+            losses = session.timed_step(trainer, step, index)
             history.append(losses)
             current = index + 1
             elapsed = time.perf_counter() - session.started
             progress.set_postfix({**{k: f"{v:.4g}" for k, v in losses.items()},
                                   "img/s": f"{(current - start) * images_per_step / max(elapsed, 1e-9):.2f}"})
             progress.update(1)
-            if sample is not None and (current % args.sample_every == 0 or current == args.steps):
+            if trainer.is_main and sample is not None and (current % args.sample_every == 0 or current == args.steps):
                 with sampling_mode(modules):
                     sample(out / "samples" / f"{checkpoint_name(current)}.png")
             if current % args.checkpoint_every == 0 or current == args.steps:
                 checkpoint(current)
-        if finish is not None:
+        if finish is not None and trainer.is_main:
             record["metrics"] = dict(finish_model(out, modules, finish) or {})
         status = "finished"
     finally:
         progress.close()
-        save_record(status, current)
+        if trainer.is_main:
+            save_record(status, current)
+    trainer.wait()
     return out
+
+
+def check_single_process(trainer: Trainer, recipe: str, args: argparse.Namespace) -> None:
+    """Refuse several processes, accumulation or a chosen precision for a recipe whose step does
+    not go through a Trainer (it would train each process alone, or ignore the flags)."""
+    if trainer.processes > 1 or trainer.accumulation > 1 or args.mixed_precision != "auto":
+        raise TrainingInputError(
+            f"recipe {recipe} runs as one process with --gradient-accumulation-steps 1 and --mixed-precision auto "
+            f"(this run: {trainer.processes} processes, accumulation {trainer.accumulation}, "
+            f"--mixed-precision {args.mixed_precision})")
 
 
 def finish_model(out: Path, modules: Mapping[str, nn.Module], finish: FinishFn) -> Mapping[str, Any] | None:

@@ -15,6 +15,7 @@ musl) nothing is changed.
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
 from functools import cache
 
@@ -26,6 +27,8 @@ M_MMAP_THRESHOLD = -3
 # enough for SD-Turbo's largest activations at 512 px on the CPU (a 1x128x512x512 fp32 tensor is
 # 128 MiB); larger blocks are mmapped as before.
 RETAINED_BYTES = 256 * MIB
+# `0` leaves glibc's thresholds as they are in training (to measure what retaining gives)
+TRAINING_VARIABLE = "ONESTEP_TRAINING_RETAIN_MEMORY"
 
 
 @cache
@@ -49,3 +52,10 @@ def retain_freed_memory() -> bool:
     mmap_set = libc.mallopt(M_MMAP_THRESHOLD, ctypes.c_int(RETAINED_BYTES)) == 1
     trim_set = libc.mallopt(M_TRIM_THRESHOLD, ctypes.c_int(RETAINED_BYTES)) == 1
     return mmap_set and trim_set
+
+
+def retain_for_training() -> bool:
+    """retain_freed_memory() for a training process, unless $ONESTEP_TRAINING_RETAIN_MEMORY is 0."""
+    if os.environ.get(TRAINING_VARIABLE, "1") == "0":
+        return False
+    return retain_freed_memory()
