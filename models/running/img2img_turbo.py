@@ -24,10 +24,26 @@ def _conv_in_override(task: TaskModel, base: SDTurbo, gamma: float) -> dict[str,
         return {}
     weight, bias = task.conv_in
     if gamma != 1.0:
-        conv = base_conv_in(base.unet)
-        pre_weight, pre_bias = task.conv_in_pretrained or (conv.weight, conv.bias)
+        pre_weight, pre_bias = _pretrained_conv_in(task, base)
         weight = (1 - gamma) * pre_weight + gamma * weight
         bias = (1 - gamma) * pre_bias + gamma * bias
+    return {"conv_in.weight": weight, "conv_in.bias": bias}
+
+
+def _pretrained_conv_in(task: TaskModel, base: SDTurbo) -> tuple[torch.Tensor, torch.Tensor]:
+    conv = base_conv_in(base.unet)
+    return task.conv_in_pretrained or (conv.weight, conv.bias)
+
+
+def _conv_in_for_call(call: ModelCall, task: TaskModel) -> dict[str, torch.Tensor]:
+    """_conv_in_override, or for compiled calls: blended at the gamma tensor into the call's own conv_in
+    tensors, so the compiled UNet sees the same tensors (addresses) at every gamma."""
+    if call.conv_in is None or call.gamma_tensor is None or task.conv_in is None:
+        return _conv_in_override(task, call.base, call.gamma)
+    pretrained = _pretrained_conv_in(task, call.base)
+    for start, end, out in zip(pretrained, task.conv_in, call.conv_in, strict=True):
+        torch.lerp(start, end, call.gamma_tensor.to(out.dtype), out=out)
+    weight, bias = call.conv_in
     return {"conv_in.weight": weight, "conv_in.bias": bias}
 
 
@@ -44,6 +60,6 @@ def run_task(call: ModelCall, control: torch.Tensor, embeddings: torch.Tensor, *
     if noise is not None:
         latents = gamma * latents + (1 - gamma) * noise
     denoised = call.predict_x0(latents, FINAL_TIMESTEP, embeddings,
-                               unet_parameters=_conv_in_override(task, base, gamma))
+                               unet_parameters=_conv_in_for_call(call, task))
     decoded = call.decode_with_skips((denoised / base.latent_scale).to(base.vae_dtype), skips)
     return decoded.to(base.dtype).clamp(-1, 1)

@@ -9,6 +9,9 @@ of the one shared VAE.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 from diffusers import AutoencoderKL
 from torch import nn
@@ -68,3 +71,31 @@ def decode_with_skips(vae: AutoencoderKL, latents: torch.Tensor, skips: list[tor
         sample = up_block(sample + skip_conv(skip * gamma), None)
     sample = decoder.conv_out(decoder.conv_act(decoder.conv_norm_out(sample)))
     return sample
+
+
+EncodeWithSkips = Callable[[AutoencoderKL, torch.Tensor], tuple[torch.Tensor, list[torch.Tensor]]]
+DecodeWithSkips = Callable[[AutoencoderKL, torch.Tensor, list[torch.Tensor], SkipConnections, float | torch.Tensor],
+                           torch.Tensor]
+
+
+@dataclass(frozen=True)
+class SkipVAE:
+    """The two functions a task call runs the VAE with: the ones above, or compiled ones."""
+
+    encode_with_skips: EncodeWithSkips = encode_with_skips
+    decode_with_skips: DecodeWithSkips = decode_with_skips
+
+    @classmethod
+    def compiled(cls, compile_function: Callable[[Callable], Callable]) -> SkipVAE:
+        """Each function compiled whole (one graph per call, not one per block), the encoder's
+        activations cloned out of its graph: the decoder reads them after the UNet's graph has run,
+        and CUDA-graph trees treat each compiled call in inference as a new step whose start may
+        overwrite the previous graphs' outputs (torch/_inductor/cudagraph_trees.py; its error
+        message says to clone outside torch.compile)."""
+        encode = compile_function(encode_with_skips)
+
+        def encode_owning_skips(vae: AutoencoderKL, pixels: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+            mean, skips = encode(vae, pixels)
+            return mean, [skip.clone() for skip in skips]
+
+        return cls(encode_owning_skips, compile_function(decode_with_skips))

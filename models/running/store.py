@@ -25,7 +25,7 @@ from models.running.devices import resolve_device, resolve_dtype
 from models.running.errors import PromptTruncatedWarning, TaskUnavailableError
 from models.running.folding import AdapterFolding, PlainLayers
 from models.running.sd_turbo import SDTurbo
-from models.running.skip_vae import decode_with_skips, encode_with_skips
+from models.running.skip_vae import SkipVAE
 from models.running.swapped import swapped_parameters
 from models.running.task_model import TaskAdapterScales, TaskModel
 from models.running.traced_unet import TracedUNet
@@ -55,6 +55,9 @@ class ModelCall:
     gamma: float
     traced_unet: TracedUNet | None = None
     traced_vae: TracedVAE | None = None
+    skip_vae: SkipVAE = SkipVAE()
+    gamma_tensor: torch.Tensor | None = None  # compiled calls: gamma as a 0-d tensor on the device
+    conv_in: tuple[torch.Tensor, torch.Tensor] | None = None  # compiled calls: the task's conv_in, blended here
 
     def predict_x0(self, noisy_latents: torch.Tensor, t: int, prompt_embeds: torch.Tensor,
                    unet_parameters: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
@@ -77,7 +80,7 @@ class ModelCall:
         if graphs is not None:
             return graphs.encode_with_skips(pixels)
         with swapped_parameters(self.base.vae, task.vae_overrides):
-            return encode_with_skips(self.base.vae, pixels)
+            return self.skip_vae.encode_with_skips(self.base.vae, pixels)
 
     def decode_with_skips(self, latents: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
         """The task's VAE decoder with its skip connections at the call's gamma (as encode_with_skips)."""
@@ -85,8 +88,9 @@ class ModelCall:
         graphs = self._task_vae_graphs(task)
         if graphs is not None:
             return graphs.decode_with_skips(latents, skips, task.spec.task, task.skips, self.gamma)
+        gamma = self.gamma if self.gamma_tensor is None else self.gamma_tensor
         with swapped_parameters(self.base.vae, task.vae_overrides):
-            return decode_with_skips(self.base.vae, latents, skips, task.skips, self.gamma)
+            return self.skip_vae.decode_with_skips(self.base.vae, latents, skips, task.skips, gamma)
 
     def _task_vae_graphs(self, task: TaskModel) -> TracedVAE | None:
         """The traced VAE, unless the task swaps VAE tensors in (the graphs would not see them)."""
@@ -116,6 +120,9 @@ class ModelStore:
         self._plain_layers: PlainLayers | None = None  # with folding: wrappers skipped in folded calls
         self._traced_unet: TracedUNet | None = None  # with folding: the UNet of folded calls, traced
         self._traced_vae: TracedVAE | None = None  # with folding: the VAE of folded calls, traced
+        self._skip_vae = SkipVAE()  # compile_calls: compiled functions
+        self._gamma: torch.Tensor | None = None  # compile_calls: the call's gamma, written in place
+        self._conv_in: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # compile_calls: per task
 
     @classmethod
     def load(cls, source: SourceName = "auto", *, model_dir: Path | str | None = None,
@@ -210,6 +217,21 @@ class ModelStore:
             if self._traced_vae is None:
                 self._traced_vae = TracedVAE(self.base.vae, transposed_upsamplers=transposed_upsamplers)
 
+    def compile_calls(self, compile_function: Callable[[Callable], Callable]) -> None:
+        """From now on, run the img2img-turbo VAE through compile_function's compiled encoder and
+        decoder functions (models.running.skip_vae.SkipVAE.compiled), and hand gamma to compiled
+        code as tensors that keep their address: a 0-d gamma, LoRA scales held as tensors
+        (AdapterSwitch.use_tensor_scales) and one conv_in per task that each call blends into.
+        A new gamma then neither recompiles nor gives CUDA graphs a new static input. Call after
+        the tasks are installed (accelerate does)."""
+        with self.lock:
+            self._skip_vae = SkipVAE.compiled(compile_function)
+            self._gamma = torch.ones((), device=self.device)
+            for switch in (self._unet_adapters, self._vae_adapters, *(t.skip_switch for t in self._tasks.values())):
+                switch.use_tensor_scales(self.device)
+            self._conv_in = {name: (torch.empty_like(task.conv_in[0]), torch.empty_like(task.conv_in[1]))
+                             for name, task in self._tasks.items() if task.conv_in is not None}
+
     # --- the one way to run the networks -------------------------------------------------------
 
     @contextmanager
@@ -230,9 +252,12 @@ class ModelStore:
             self._vae_adapters.apply(scales.vae)
             if installed is not None:
                 installed.skip_switch.apply(scales.skips)
+            if self._gamma is not None:
+                self._gamma.fill_(gamma)
             with self._plain_layers.running() if folded and self._plain_layers is not None else nullcontext():
                 yield ModelCall(self.base, installed, gamma, self._traced_unet if folded else None,
-                                self._traced_vae if folded else None)
+                                self._traced_vae if folded else None, self._skip_vae, self._gamma,
+                                self._conv_in.get(task) if task is not None else None)
 
     # --- prompts --------------------------------------------------------------------------------
 

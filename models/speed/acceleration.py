@@ -1,8 +1,8 @@
 """Speed settings for the resident networks, applied once at start-up: the attention kernel, the
 memory format, bfloat16 networks on a float32 store (CPUs with bf16 instructions), torch.compile
-(with CUDA graphs where shapes are fixed), LoRA folded into the weights, traced networks (with the
-decoder's upsamplers as transposed convolutions) and, for the whole process, freed host memory
-kept for reuse.
+(whole calls, any size, gamma as a tensor input; with CUDA graphs), LoRA folded into the weights,
+traced networks (with the decoder's upsamplers as transposed convolutions) and, for the whole
+process, TF32 for fp32 matmuls on CUDA and freed host memory kept for reuse.
 
 Each is its own switch so the benchmark (`python -m bench`) can measure it alone. The store's own
 dtype (fp16 on CUDA) is not here: it is chosen when the store is loaded.
@@ -10,6 +10,7 @@ dtype (fp16 on CUDA) is not here: it is chosen when the store is loaded.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -67,6 +68,7 @@ class Acceleration:
     transposed_upsamplers: with trace_vae applied, the traced decoders upsample with one
     transposed convolution each instead of nearest 2x and a 3x3 conv (models.running.upsampling):
     the same function to float rounding.
+    tf32: fp32 matmuls and convolutions on TensorFloat-32 (CUDA only; process-wide).
     retain_host_memory: keep freed tensor memory in the process for the next call instead of
     returning it to the kernel (models.running.host_memory; glibc only). Process-wide: once a
     studio applies it, it holds for every studio in the process.
@@ -81,6 +83,7 @@ class Acceleration:
     trace_vae: bool = False
     transposed_upsamplers: bool = False
     retain_host_memory: bool = False
+    tf32: bool = False
 
     @classmethod
     def for_device(cls, device: torch.device) -> Acceleration:
@@ -91,7 +94,7 @@ class Acceleration:
         bfloat16 networks where the CPU has bf16 instructions, and freed memory kept for reuse (on
         the CPU every call's activations are host memory): see bench/RESULTS.md."""
         if device.type == "cuda":
-            return cls(attention="sdpa", channels_last=CONV_NETWORKS, compile_mode="reduce-overhead")
+            return cls(attention="sdpa", channels_last=CONV_NETWORKS, compile_mode="reduce-overhead", tf32=True)
         return cls(attention="sdpa", channels_last=("vae", "preview_decoder"), compile_mode="off", fold_lora=True,
                    bfloat16=CONV_NETWORKS if native_bfloat16(device) else (), trace_unet=True, trace_vae=True,
                    transposed_upsamplers=True, retain_host_memory=True)
@@ -103,6 +106,8 @@ class Acceleration:
                  f"trace_vae={'on' if self.trace_vae else 'off'}",
                  f"transposed_upsamplers={'on' if self.transposed_upsamplers else 'off'}",
                  f"retain_host_memory={'on' if self.retain_host_memory else 'off'}"]
+        if self.tf32:  # CUDA only: CPU lines stay as they were
+            parts.append("tf32=on")
         return ", ".join(parts)
 
 
@@ -119,25 +124,36 @@ def set_channels_last(modules: Iterable[nn.Module], channels_last: bool) -> None
         module.to(memory_format=memory_format)
 
 
-def vae_blocks(vae: AutoencoderKL) -> list[nn.Module]:
-    """The VAE's heavy blocks. Compiling these (not vae.decode) also covers the skip-connection
-    VAE of img2img-turbo, which calls the blocks one by one."""
-    return [*vae.encoder.down_blocks, vae.encoder.mid_block, vae.decoder.mid_block, *vae.decoder.up_blocks]
-
-
 def parameter_count(*modules: nn.Module) -> int:
     return sum(parameter.numel() for module in modules for parameter in module.parameters())
 
 
-def compile_in_place(modules: Iterable[nn.Module], mode: CompileMode) -> None:
-    """torch.compile each module in place (nn.Module.compile keeps parameter names, so
-    swapped parameters and peft keep working). Compilation happens on the first call."""
+def compiled_modules(store: ModelStore, preview_decoder: AutoencoderTiny | None) -> list[nn.Module]:
+    """What compiles in place: whole networks (the UNet, the VAE's encoder and decoder, the preview
+    decoder), never blocks whose outputs feed one another (see compile_calls)."""
+    vae = store.base.vae
+    return [store.base.unet, vae.encoder, vae.decoder, *([preview_decoder.decoder] if preview_decoder else [])]
+
+
+def compile_calls(store: ModelStore, preview_decoder: AutoencoderTiny | None, mode: CompileMode) -> None:
+    """torch.compile one graph per call: the modules of compiled_modules in place (nn.Module.compile
+    keeps parameter names, so swapped parameters and peft keep working) and the img2img-turbo
+    VAE's encode and decode functions (ModelStore.compile_calls, which also makes gamma a tensor
+    input). Under CUDA-graph trees each compiled call in inference starts a new step that may
+    overwrite the previous graphs' outputs (torch/_inductor/cudagraph_trees.py): graphs per
+    block, which read one another's outputs, would fail; whole calls hand eager code their
+    outputs, and the one output read across a call, the encoder's skip activations, is cloned.
+    dynamic=True: one graph for every image size. Compilation happens on the first call."""
     if mode == "off":
         return
-    # A process-wide dynamo setting: raised so no task silently falls back to eager.
+    # Process-wide dynamo settings: the limit raised so no task silently falls back to eager, and
+    # no duck sizing, which would guard height == width after a square warm-up (a non-square
+    # image then compiled again).
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
-    for module in modules:
-        module.compile(mode=mode)
+    torch.fx.experimental._config.use_duck_shape = False
+    for module in compiled_modules(store, preview_decoder):
+        module.compile(mode=mode, dynamic=True)
+    store.compile_calls(functools.partial(torch.compile, mode=mode, dynamic=True))
 
 
 def bfloat16_networks(store: ModelStore, wanted: Iterable[ConvNetwork]) -> tuple[ConvNetwork, ...]:
@@ -200,18 +216,25 @@ def accelerate(store: ModelStore, acceleration: Acceleration,
     applied = replace(applied, fold_lora=fold, trace_unet=acceleration.trace_unet and traceable,
                       trace_vae=acceleration.trace_vae and traceable,
                       transposed_upsamplers=acceleration.transposed_upsamplers and acceleration.trace_vae and traceable,
-                      retain_host_memory=acceleration.retain_host_memory and retain_freed_memory())
+                      retain_host_memory=acceleration.retain_host_memory and retain_freed_memory(),
+                      tf32=acceleration.tf32 and store.device.type == "cuda")
     if applied.fold_lora:
         store.fold_adapters()
     if applied.trace_unet:
         store.trace_unet()
     if applied.trace_vae:
         store.trace_vae(transposed_upsamplers=applied.transposed_upsamplers)
-    compiled = [base.unet, *vae_blocks(base.vae)]
-    if preview_decoder is not None:
-        compiled.append(preview_decoder.decoder)
-    compile_in_place(compiled, acceleration.compile_mode)
+    if applied.tf32:
+        use_tf32()
+    compile_calls(store, preview_decoder, acceleration.compile_mode)
     return applied
+
+
+def use_tf32() -> None:
+    """fp32 matmuls and convolutions on TensorFloat-32 (Ampere and later; process-wide, as torch's
+    own switches are): the fp32 parts of an fp16 store, the text encoder's and the x0 formula's."""
+    torch.backends.cuda.matmul.fp32_precision = "tf32"
+    torch.backends.cudnn.conv.fp32_precision = "tf32"
 
 
 def merge_adapters(model: nn.Module, scales: Mapping[str, float]) -> int:
