@@ -14,6 +14,7 @@ import torch
 from bench.ablations import ABLATIONS, AblationName, default_ablations
 from bench.report import to_json, to_markdown
 from bench.run import BenchConfig, run_benchmark
+from bench.smoke import run_smoke
 from bench.tasks import BENCH_TASKS, BenchTask
 from models.running.devices import resolve_device, resolve_dtype
 from models.speed.acceleration import COMPILE_MODES, CONV_NETWORKS, Acceleration
@@ -71,6 +72,10 @@ def parser() -> argparse.ArgumentParser:
                             "other processes falls on both alike (a shared CPU); needs memory for both")
     parse.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     parse.add_argument("--tiny", action="store_true", help="tiny random models (the CI smoke; seconds)")
+    parse.add_argument("--smoke", action="store_true",
+                       help="yes or no: the shipped settings against eager fp32 on every task, two sizes, three "
+                            "gammas, no compile after warm-up (tiny, and full size on CUDA unless --tiny); "
+                            "exits 1 on any failure (bench.smoke)")
     parse.add_argument("--preview-side", type=int,
                        help="side of the live sketch preview (default: the app's for the device and source)")
     parse.add_argument("--markdown", type=Path, help="also write the Markdown report here")
@@ -125,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         arguments.error(str(error))
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    if args.smoke:
+        device = resolve_device(args.device)
+        return run_smoke(device, ("tiny",) if args.tiny or device.type != "cuda" else ("tiny", "full"))
     started = time.perf_counter()
     report = run_benchmark(config, lambda message: print(f"[{time.perf_counter() - started:6.0f} s] {message}",
                                                          file=sys.stderr, flush=True))
