@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
+from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from torch import nn
 
 from models.weights.base_loading import load_vae
@@ -89,21 +90,33 @@ class PatchDiscriminator(nn.Module):
         return self.net(images)
 
 
-def random_crops(images: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
-    """One random size x size crop per image (offsets from the step's generator)."""
-    limit = images.shape[-1] - size + 1
-    offsets = torch.randint(0, limit, (len(images), 2), generator=generator).tolist()
-    return torch.stack([image[:, top:top + size, left:left + size] for image, (top, left) in zip(images, offsets)])
+def crop_offsets(count: int, side: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    """(count, 2) random (top, left) offsets of size x size crops in side x side images."""
+    return torch.randint(0, side - size + 1, (count, 2), generator=generator)
+
+
+def random_crops(images: torch.Tensor, size: int, offsets: torch.Tensor) -> torch.Tensor:
+    """One size x size crop per image at its (top, left) offset."""
+    return torch.stack([image[:, top:top + size, left:left + size]
+                        for image, (top, left) in zip(images, offsets.tolist(), strict=True)])
+
+
+def sample_latents(posterior: DiagonalGaussianDistribution, noise: torch.Tensor) -> torch.Tensor:
+    """posterior.sample with the noise given (drawn as diffusers draws it: randn of the mean's shape
+    in the parameters' dtype and device), so a process can take its rows of the global batch's."""
+    return posterior.mean + posterior.std * noise
 
 
 def hinge_discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
     return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
 
 
-def adaptive_gan_weight(reconstruction_loss: torch.Tensor, gan_loss: torch.Tensor, last_layer: torch.Tensor) -> torch.Tensor:
-    """||d rec / d w|| / ||d gan / d w|| at the decoder's last layer, clamped to [0, 1e4]."""
-    rec_grad = torch.autograd.grad(reconstruction_loss, last_layer, retain_graph=True)[0]
-    gan_grad = torch.autograd.grad(gan_loss, last_layer, retain_graph=True)[0]
+def adaptive_gan_weight(reconstruction_loss: torch.Tensor, gan_loss: torch.Tensor, last_layer: torch.Tensor,
+                        trainer: runner.Trainer) -> torch.Tensor:
+    """||d rec / d w|| / ||d gan / d w|| at the decoder's last layer, clamped to [0, 1e4]; the
+    gradients are the global batch's (averaged over the processes)."""
+    rec_grad = trainer.mean_over_processes(torch.autograd.grad(reconstruction_loss, last_layer, retain_graph=True)[0])
+    gan_grad = trainer.mean_over_processes(torch.autograd.grad(gan_loss, last_layer, retain_graph=True)[0])
     return (rec_grad.norm() / (gan_grad.norm() + 1e-4)).clamp(0, 1e4).detach()
 
 
@@ -159,7 +172,8 @@ def main(args: argparse.Namespace) -> None:
     crop = args.crop or args.resolution
     if crop % 8 or crop > args.resolution:
         raise runner.TrainingInputError(f"--crop {crop} must be a multiple of 8 and at most --resolution {args.resolution}")
-    device = runner.resolve_device(args.device)
+    trainer = runner.Trainer(args)
+    device = trainer.device
     runner.check_out(args.out, RECIPE, args.resume)
     if args.decoder_only and args.init is None:
         raise runner.TrainingInputError("--decoder-only needs --init VAE_DIR (the VAE whose encoder is kept)")
@@ -182,15 +196,20 @@ def main(args: argparse.Namespace) -> None:
     fixed = train.batch(torch.linspace(0, len(train) - 1, min(SAMPLE_COUNT, len(train))).long(), device)
 
     def step(index: int) -> dict[str, float]:
-        images = train.batch(runner.batch_indices(len(train), args.batch_size, args.seed, index), device)
-        flip = torch.rand(len(images), generator=runner.step_generator(args.seed, index, stream=1)) < 0.5
+        everyone = trainer.global_batch  # per-example draws for the global batch, then this process's rows
+        images = train.batch(trainer.batch_indices(len(train), index), device)
+        flip = trainer.shard(torch.rand(everyone, generator=runner.step_generator(args.seed, index, stream=1))) < 0.5
         images = torch.where(flip.to(device)[:, None, None, None], images.flip(-1), images)
         if crop < args.resolution:
-            images = random_crops(images, crop, runner.step_generator(args.seed, index, stream=4))
+            offsets = crop_offsets(everyone, args.resolution, crop, runner.step_generator(args.seed, index, stream=4))
+            images = random_crops(images, crop, trainer.shard(offsets))
         gan_on = index >= args.disc_start
-        with runner.autocast(device):
+        with trainer.autocast():
             posterior = vae.encode(images).latent_dist
-            latents = posterior.sample(generator=runner.step_generator(args.seed, index, stream=2, device=device))
+            noise = torch.randn((everyone, *posterior.mean.shape[1:]), device=posterior.parameters.device,
+                                dtype=posterior.parameters.dtype,
+                                generator=runner.step_generator(args.seed, index, stream=2, device=device))
+            latents = sample_latents(posterior, trainer.shard(noise))
             reconstruction = vae.decode(latents).sample
             l1 = (reconstruction.float() - images).abs().mean()
             kl = posterior.kl().mean()
@@ -204,18 +223,16 @@ def main(args: argparse.Namespace) -> None:
                 disc.requires_grad_(False)
                 gan = -disc(reconstruction).float().mean()
                 disc.requires_grad_(True)
-                weight = adaptive_gan_weight(rec_loss, gan, last_layer) * args.disc_weight
+                weight = adaptive_gan_weight(rec_loss, gan, last_layer, trainer) * args.disc_weight
                 total = total + weight * gan
                 losses.update({"gan": gan, "gan_weight": weight})
-        opt_vae.zero_grad(set_to_none=True)
-        total.backward()
-        opt_vae.step()
+        trainer.backward(total)
+        trainer.step(opt_vae)
         if gan_on:
-            with runner.autocast(device):
+            with trainer.autocast():
                 d_loss = hinge_discriminator_loss(disc(images).float(), disc(reconstruction.detach()).float())
-            opt_disc.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_disc.step()
+            trainer.backward(d_loss)
+            trainer.step(opt_disc)
             losses["disc"] = d_loss
         return {"total": total.item(), "kl": kl.item(), **{name: value.item() for name, value in losses.items()}}
 
@@ -244,7 +261,7 @@ def main(args: argparse.Namespace) -> None:
                         config={"vae": {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()},
                                 "crop": crop,
                                 "vae_parameters": parameter_count(vae), "disc_parameters": parameter_count(disc),
-                                "train_images": len(train)})
+                                "train_images": len(train)}, trainer=trainer)
 
 
 def load_splits(datasets: list[Path], split: str, resolution: int) -> CaptionedImages:
