@@ -17,6 +17,7 @@ from models.weights.base_loading import load_sd_turbo
 from models.weights.tiny import write_tiny_hub_layout
 from pipelines import Studio
 from tests.conftest import float32_cpu_defaults
+from tests.training_toy import cpu_trainer
 from tests.training_turbo_data import domain_images, write_unpaired
 from training.__main__ import main as training_main
 from training.cyclegan_turbo import CycleGANTurbo, LossWeights, app_tasks, training_step
@@ -64,7 +65,8 @@ def test_outputs_move_toward_the_target_domain(tiny_dir: Path) -> None:
     draws = torch.Generator().manual_seed(0)
     for _ in range(8):
         pick = torch.randint(0, 8, (2,), generator=draws)
-        training_step(model, discriminators, optimizers, perceptual, bright[pick], dark[pick], texts, LossWeights(), 10.0)
+        training_step(model, discriminators, optimizers, perceptual, bright[pick], dark[pick], texts, LossWeights(), 10.0,
+                      trainer=cpu_trainer())
     to_dark, to_bright = translated_means(model, bright, dark, texts)
     midpoint = float(bright.mean() + dark.mean()) / 2
     assert to_dark < midpoint < to_bright, (to_dark, midpoint, to_bright, float(bright.mean()), float(dark.mean()))
@@ -76,17 +78,20 @@ def test_discriminators_get_no_gradient_from_the_generator(tiny_dir: Path, monke
     model, discriminators, optimizers, texts = setup_training(tiny_dir, lr=1e-3)
     real_a, real_b = torch.rand((2, 2, 3, SIDE, SIDE), generator=torch.Generator().manual_seed(0)) * 2 - 1
     perceptual = PerceptualLoss(None, CPU)
-    training_step(model, discriminators, optimizers, perceptual, real_a, real_b, texts, LossWeights(), 10.0)
+    training_step(model, discriminators, optimizers, perceptual, real_a, real_b, texts, LossWeights(), 10.0,
+                  trainer=cpu_trainer())
     monkeypatch.setattr(cyclegan, "frozen", lambda *modules: contextlib.nullcontext())
     with pytest.raises(DiscriminatorGradientLeak):
-        training_step(model, discriminators, optimizers, perceptual, real_a, real_b, texts, LossWeights(), 10.0)
+        training_step(model, discriminators, optimizers, perceptual, real_a, real_b, texts, LossWeights(), 10.0,
+                      trainer=cpu_trainer())
 
 
 def test_loss_falls_on_a_fixed_batch(tiny_dir: Path) -> None:
     model, discriminators, optimizers, texts = setup_training(tiny_dir, lr=3e-3)
     real_a, real_b = as_tensor(domain_images(140, 230, 2, 0)), as_tensor(domain_images(25, 115, 2, 1))
     perceptual = PerceptualLoss(None, CPU)
-    losses = [training_step(model, discriminators, optimizers, perceptual, real_a, real_b, texts, LossWeights(), 10.0)
+    losses = [training_step(model, discriminators, optimizers, perceptual, real_a, real_b, texts, LossWeights(), 10.0,
+                            trainer=cpu_trainer())
               for _ in range(6)]
     reconstruction = [entry["cycle"] + entry["identity"] for entry in losses]
     assert max(reconstruction[-2:]) < 0.7 * reconstruction[0], reconstruction

@@ -15,6 +15,7 @@ from models.weights.base_loading import load_sd_turbo
 from models.weights.tiny import write_tiny_hub_layout
 from pipelines import Studio
 from tests.conftest import float32_cpu_defaults
+from tests.training_toy import cpu_trainer
 from tests.training_turbo_data import SIZE, write_paired
 from training.__main__ import main as training_main
 from training.data.layouts import DatasetError
@@ -122,11 +123,13 @@ def test_loss_falls_on_a_fixed_batch(tiny_dir: Path) -> None:
     control = (torch.rand((2, 1, SIZE, SIZE), generator=generator) > 0.8).float().expand(2, 3, SIZE, SIZE)
     batch = Batch(control.contiguous(), target, CaptionEncoder(model.base)(["a", "b"]))
     perceptual = PerceptualLoss(None, CPU)
-    losses = [training_step(model, discriminator, optimizers, perceptual, batch, LossWeights(), 1.0) for _ in range(8)]
+    losses = [training_step(model, discriminator, optimizers, perceptual, batch, LossWeights(), 1.0,
+                            trainer=cpu_trainer()) for _ in range(8)]
     reconstruction = [entry["l2"] + 5 * entry["perceptual"] for entry in losses]
     assert max(reconstruction[-2:]) < 0.8 * reconstruction[0], reconstruction
     before = [p.detach().clone() for p in discriminator.parameters()]
-    quiet = training_step(model, discriminator, optimizers, perceptual, batch, LossWeights(), 1.0, adversarial=False)
+    quiet = training_step(model, discriminator, optimizers, perceptual, batch, LossWeights(), 1.0, adversarial=False,
+                          trainer=cpu_trainer())
     assert "gan" not in quiet and all(torch.equal(a, b) for a, b in zip(before, discriminator.parameters()))
 
 

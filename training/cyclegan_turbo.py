@@ -166,7 +166,7 @@ class LossWeights:
 def training_step(model: CycleGANTurbo, discriminators: tuple[nn.Module, nn.Module],
                   optimizers: dict[str, torch.optim.Optimizer], perceptual: PerceptualLoss, real_a: torch.Tensor,
                   real_b: torch.Tensor, texts: tuple[torch.Tensor, torch.Tensor], weights: LossWeights,
-                  clip: float) -> dict[str, float]:
+                  clip: float, *, trainer: runner.Trainer) -> dict[str, float]:
     """One generator update on cycle + identity + GAN (discriminators frozen), then one update of
     the discriminators (disc_a: real a vs b->a fakes, disc_b: real b vs a->b fakes)."""
     disc_a, disc_b = discriminators
@@ -175,7 +175,7 @@ def training_step(model: CycleGANTurbo, discriminators: tuple[nn.Module, nn.Modu
     def distance(x: torch.Tensor, y: torch.Tensor, perceptual_weight: float) -> torch.Tensor:
         return (x - y).abs().mean() + perceptual_weight * perceptual(x, y).mean()
 
-    with runner.autocast(real_a.device):
+    with trainer.autocast():
         fake_b = model(real_a, "a2b", emb_b).float()
         fake_a = model(real_b, "b2a", emb_a).float()
         cycle = (distance(model(fake_b, "b2a", emb_a).float(), real_a, weights.cycle_perceptual)
@@ -185,14 +185,11 @@ def training_step(model: CycleGANTurbo, discriminators: tuple[nn.Module, nn.Modu
         with frozen(disc_a, disc_b):
             gan = generator_gan_loss(disc_b(fake_b)) + generator_gan_loss(disc_a(fake_a))
         loss = weights.cycle * cycle + weights.identity * identity + weights.gan * gan
-    loss.backward()
-    parameters = [p for group in optimizers["generator"].param_groups for p in group["params"]]
-    torch.nn.utils.clip_grad_norm_(parameters, clip)
-    optimizers["generator"].step()
-    optimizers["generator"].zero_grad(set_to_none=True)
-    with runner.autocast(real_a.device):
+    trainer.backward(loss)
+    trainer.step(optimizers["generator"], clip)
+    with trainer.autocast():
         d_loss = discriminator_step([disc_a, disc_b], optimizers["discriminator"],
-                                    [(real_a, fake_a), (real_b, fake_b)], clip)
+                                    [(real_a, fake_a), (real_b, fake_b)], clip, trainer)
     return {"loss": loss.item(), "cycle": cycle.item(), "identity": identity.item(), "gan": gan.item(),
             "disc": d_loss.item(), "moved": float((fake_b.detach() - real_a).abs().mean())}
 
@@ -207,7 +204,8 @@ def main(args: argparse.Namespace) -> None:
     from training.data.layouts import load_unpaired
 
     runner.check_resolution(args.resolution)
-    device = runner.resolve_device(args.device)
+    trainer = runner.Trainer(args)
+    device = trainer.device
     data = load_unpaired(args.dataset, "train", args.resolution)
     caption_a, caption_b = data.prompt_a, data.prompt_b
     if args.app_pair is not None:
@@ -217,7 +215,7 @@ def main(args: argparse.Namespace) -> None:
     images_a, images_b = torch.from_numpy(data.images_a), torch.from_numpy(data.images_b)
     torch.manual_seed(args.seed)
     with tempfile.TemporaryDirectory(prefix="cyclegan-base-") as scratch:
-        base, base_dir = load_base(args, Path(scratch), device)
+        base, base_dir = load_base(args, Path(scratch), trainer)
     model = CycleGANTurbo(base, args.rank_unet, args.rank_vae)
     disc_a, disc_b = PatchDiscriminator().to(device), PatchDiscriminator().to(device)
     runner.prepare_modules({"unet": base.unet}, device, args.gradient_checkpointing)
@@ -233,10 +231,10 @@ def main(args: argparse.Namespace) -> None:
                           args.lambda_identity_perceptual, args.lambda_gan)
 
     def step(index: int) -> dict[str, float]:
-        real_a = image_batch(images_a, runner.batch_indices(len(images_a), args.batch_size, args.seed, index), device)
-        real_b = image_batch(images_b, runner.batch_indices(len(images_b), args.batch_size, args.seed + 1, index), device)
+        real_a = image_batch(images_a, trainer.batch_indices(len(images_a), index), device)
+        real_b = image_batch(images_b, trainer.batch_indices(len(images_b), index, seed=args.seed + 1), device)
         return training_step(model, (disc_a, disc_b), optimizers, perceptual, real_a, real_b, (text_a, text_b),
-                             weights, args.grad_clip)
+                             weights, args.grad_clip, trainer=trainer)
 
     shown_a = torch.arange(min(SAMPLE_COUNT, len(images_a)))
     shown_b = torch.arange(min(SAMPLE_COUNT, len(images_b)))
@@ -276,4 +274,5 @@ def main(args: argparse.Namespace) -> None:
               "gan": "two PatchDiscriminators (ours; upstream uses CLIP vision-aided GANs)",
               **base_record(args, base_dir)}
     runner.run_training(args, recipe="cyclegan-turbo", modules=modules, optimizers=optimizers, step=step,
-                        sample=sample, finish=finish, images_per_step=2 * args.batch_size, config=config)
+                        sample=sample, finish=finish, images_per_step=2 * trainer.global_batch, config=config,
+                        trainer=trainer)

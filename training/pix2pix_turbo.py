@@ -215,12 +215,12 @@ class Batch:
 
 def training_step(model: Pix2PixTurbo, discriminator: nn.Module, optimizers: dict[str, torch.optim.Optimizer],
                   perceptual: PerceptualLoss, batch: Batch, weights: LossWeights, clip: float,
-                  adversarial: bool = True) -> dict[str, float]:
+                  adversarial: bool = True, *, trainer: runner.Trainer) -> dict[str, float]:
     """One generator update (reconstruction weighted by gamma, GAN not), then one discriminator
     update; with adversarial=False, the reconstruction terms alone and no discriminator update."""
     device = batch.target.device
     weight = batch.gamma if batch.gamma is not None else torch.ones(len(batch.target), device=device)
-    with runner.autocast(device):
+    with trainer.autocast():
         fake = model(batch.control, batch.embeddings, batch.gamma, batch.noise).float()
         l2 = (weight * (fake - batch.target).pow(2).flatten(1).mean(1)).mean()
         percept = (weight * perceptual(fake, batch.target)).mean()
@@ -229,22 +229,24 @@ def training_step(model: Pix2PixTurbo, discriminator: nn.Module, optimizers: dic
             with frozen(discriminator):
                 gan = generator_gan_loss(discriminator(fake))
             loss = loss + weights.gan * gan
-    loss.backward()
-    parameters = [p for group in optimizers["generator"].param_groups for p in group["params"]]
-    torch.nn.utils.clip_grad_norm_(parameters, clip)
-    optimizers["generator"].step()
-    optimizers["generator"].zero_grad(set_to_none=True)
+    trainer.backward(loss)
+    trainer.step(optimizers["generator"], clip)
     losses = {"loss": loss.item(), "l2": l2.item(), "perceptual": percept.item()}
     if adversarial:
-        with runner.autocast(device):
-            d_loss = discriminator_step([discriminator], optimizers["discriminator"], [(batch.target, fake)], clip)
+        with trainer.autocast():
+            d_loss = discriminator_step([discriminator], optimizers["discriminator"], [(batch.target, fake)], clip,
+                                        trainer)
         losses.update({"gan": gan.item(), "disc": d_loss.item()})
     return losses
 
 
-def load_base(args: argparse.Namespace, scratch: Path, device: torch.device) -> tuple[SDTurbo, Path]:
-    folder = runner.base_folder(args.base, scratch)
-    return load_sd_turbo(folder, device, torch.float32), folder
+def load_base(args: argparse.Namespace, scratch: Path, trainer: runner.Trainer) -> tuple[SDTurbo, Path]:
+    """--base loaded on the trainer's device; the folder is made (tiny) or downloaded (hub) by the
+    main process only, and every process has loaded it before scratch may go."""
+    folder = trainer.from_main(lambda: runner.base_folder(args.base, scratch))
+    base = load_sd_turbo(folder, trainer.device, torch.float32)
+    trainer.wait()
+    return base, folder
 
 
 def base_record(args: argparse.Namespace, folder: Path) -> dict[str, str]:
@@ -262,14 +264,15 @@ def write_task_folder(model_dir: Path, weights: dict[TaskName, TaskWeights], bas
 
 def main(args: argparse.Namespace) -> None:
     runner.check_resolution(args.resolution)
-    device = runner.resolve_device(args.device)
+    trainer = runner.Trainer(args)
+    device = trainer.device
     task = TASKS[args.task]
     sources, target_images, captions = load_pairs(args.dataset, args.task, args.resolution)
     controls = control_maps(sources, target_images, args.task)
     targets = torch.from_numpy(target_images)
     torch.manual_seed(args.seed)
     with tempfile.TemporaryDirectory(prefix="pix2pix-base-") as scratch:
-        base, base_dir = load_base(args, Path(scratch), device)
+        base, base_dir = load_base(args, Path(scratch), trainer)
     model = Pix2PixTurbo(base, args.task == "sketch", args.rank_unet, args.rank_vae)
     discriminator = PatchDiscriminator().to(device)
     modules = {**model.trained_modules(), "discriminator": discriminator}
@@ -285,16 +288,17 @@ def main(args: argparse.Namespace) -> None:
     weights = LossWeights(args.lambda_l2, args.lambda_perceptual, args.lambda_gan)
 
     def step(index: int) -> dict[str, float]:
-        indices = runner.batch_indices(len(targets), args.batch_size, args.seed, index)
+        indices = trainer.batch_indices(len(targets), index)
         draws = runner.step_generator(args.seed, index)
         gamma = noise = None
-        if model.stochastic:
-            gamma = torch.rand(len(indices), generator=draws).to(device)
-            noise = torch.randn((len(indices), 4, latent_side, latent_side), generator=draws).to(device)
+        if model.stochastic:  # drawn for the global batch; this process takes its rows
+            gamma = trainer.shard(torch.rand(trainer.global_batch, generator=draws)).to(device)
+            noise = torch.randn((trainer.global_batch, 4, latent_side, latent_side), generator=draws)
+            noise = trainer.shard(noise).to(device)
         batch = Batch(control_batch(controls, indices, device), image_batch(targets, indices, device),
                       encode([captions[i] for i in indices.tolist()]), gamma, noise)
         return training_step(model, discriminator, optimizers, perceptual, batch, weights, args.grad_clip,
-                             adversarial=index >= args.gan_start)
+                             adversarial=index >= args.gan_start, trainer=trainer)
 
     shown = torch.arange(min(SAMPLE_COUNT, len(targets)))
 
@@ -318,4 +322,4 @@ def main(args: argparse.Namespace) -> None:
               "gan": "PatchDiscriminator (ours; upstream uses a CLIP vision-aided GAN)",
               **base_record(args, base_dir)}
     runner.run_training(args, recipe="pix2pix-turbo", modules=modules, optimizers=optimizers, step=step,
-                        sample=sample, finish=finish, config=config)
+                        sample=sample, finish=finish, config=config, trainer=trainer)

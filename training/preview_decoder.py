@@ -120,12 +120,14 @@ def main(args: argparse.Namespace) -> None:
     runner.check_resolution(args.resolution)
     if not 0 <= args.generated_fraction <= 1:
         raise runner.TrainingInputError(f"--generated-fraction {args.generated_fraction} must be in [0, 1]")
-    device = runner.resolve_device(args.device)
+    trainer = runner.Trainer(args)
+    runner.check_single_process(trainer, RECIPE, args)  # its step is not sharded yet
+    device = trainer.device
     runner.check_out(args.out, RECIPE, args.resume)
     train = load_splits([args.dataset, *args.also], "train", args.resolution)
     torch.manual_seed(args.seed)
     with tempfile.TemporaryDirectory(prefix="preview-base-") as scratch:
-        base, base_dir = load_base(args, Path(scratch), device)
+        base, base_dir = load_base(args, Path(scratch), trainer)
     base_info = base_record(args, base_dir)
     base.unet.requires_grad_(False).eval()
     base.vae.requires_grad_(False).eval()
@@ -196,7 +198,7 @@ def main(args: argparse.Namespace) -> None:
                         sample=sample, finish=finish,
                         config={"taesd": {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()},
                                 "generated_per_batch": generated_count, "train_images": len(train),
-                                **base_info})
+                                **base_info}, trainer=trainer)
 
 
 @torch.no_grad()

@@ -77,7 +77,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import gather_object, reduce
+from accelerate.utils import broadcast_object_list, gather_object, reduce
 from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -331,6 +331,13 @@ class Trainer:
         """This process's examples of `step`: its shard of the global batch (`batch_indices`)."""
         seed = self.seed if seed is None else seed
         return self.shard(batch_indices(dataset_size, self.global_batch, seed, step))
+
+    def from_main(self, make: Callable[[], Path]) -> Path:
+        """make() in the main process only (a download, a folder written once); its result in every
+        process. The caller waits (`wait`) before removing what make() wrote."""
+        if self.processes == 1:
+            return make()
+        return broadcast_object_list([make() if self.is_main else None])[0]
 
     def mean_over_processes(self, values: torch.Tensor) -> torch.Tensor:
         """values averaged over the processes (itself with one): e.g. a gradient taken with

@@ -28,6 +28,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from models.running.sd_turbo import FINAL_TIMESTEP, SDTurbo
 from models.running.skip_vae import SkipConnections, decode_with_skips, encode_with_skips, skip_channels
+from training.runner import Trainer
 
 SKIP_INIT = 1e-5  # upstream initialises the 1x1 skip convs to this constant
 SKIP_TARGETS = ["skip_conv_1", "skip_conv_2", "skip_conv_3", "skip_conv_4"]
@@ -218,19 +219,20 @@ class DiscriminatorGradientLeak(RuntimeError):
 
 
 def discriminator_step(discriminators: Sequence[nn.Module], optimizer: torch.optim.Optimizer,
-                       pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], clip: float) -> torch.Tensor:
-    """One update of the discriminators on (real, fake) pairs; fakes are detached here.
+                       pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], clip: float,
+                       trainer: Trainer) -> torch.Tensor:
+    """One update of the discriminators (the optimizer holds their parameters, in order) on
+    (real, fake) pairs; fakes are detached here.
 
-    Refuses to run if any discriminator already holds a gradient (see `frozen`)."""
+    Refuses to run if any discriminator already holds a gradient (see `frozen`) on a step's first
+    micro-batch (later ones hold the gradients accumulated so far)."""
     leaked = [name for disc in discriminators for name, p in disc.named_parameters() if p.grad is not None]
-    if leaked:
+    if leaked and trainer.micro == 0:
         raise DiscriminatorGradientLeak(f"discriminator parameters {leaked[:3]} hold gradients from the generator step")
     loss = sum(discriminator_gan_loss(disc(real), disc(fake.detach()))
                for disc, (real, fake) in zip(discriminators, pairs, strict=True))
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_([p for disc in discriminators for p in disc.parameters()], clip)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+    trainer.backward(loss)
+    trainer.step(optimizer, clip)
     return loss.detach()
 
 
