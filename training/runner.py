@@ -280,8 +280,8 @@ class Trainer:
     gradient accumulation) and this process's share of every batch.
 
     A recipe makes it before its networks and optimizers and passes it to run_training. Mixed
-    precision and accumulation settings are accelerate's process-wide state: one Trainer's settings
-    per process (tests that change them reset AcceleratorState between runs)."""
+    precision and accumulation are accelerate's process-wide state: runs in one process (tests)
+    share them, and accelerate refuses a second, different mixed precision there."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         requested = resolve_device(args.device)
