@@ -261,3 +261,4 @@ def test_evaluate_only_some_sections_needs_no_classifier(evaluation_inputs: dict
     results = json.loads(out.read_text())
     assert results["classifier"] is None and set(results["autoencoder"]) >= {"emoji", "scenes"}
     assert "text_to_image" not in results and "classifier: none" in out.with_suffix(".md").read_text()
+    assert results["command"].endswith("--only autoencoder")

@@ -454,7 +454,8 @@ def command_line(args: argparse.Namespace) -> str:
     parts = ["python", "-m", "training", "evaluate", str(args.model_dir)]
     for key, value in vars(args).items():
         if key not in ("model_dir", "run", "recipe") and value is not None:
-            parts += [f"--{key.replace('_', '-')}", str(value)]
+            values = value if isinstance(value, list) else [value]
+            parts += [f"--{key.replace('_', '-')}", *(str(item) for item in values)]
     return " ".join(parts)
 
 
