@@ -371,13 +371,34 @@ def test_an_unusual_upload_keeps_its_range_and_transparency(case: str, mode: str
                                                              photo: Image.Image, tmp_path: Path) -> None:
     from gradio.data_classes import ImageData
 
-    from ui.widgets import UploadedImage
+    from ui.widgets import uploaded_image
 
     name, make = USED[case]
     (tmp_path / name).write_bytes(make(photo))
-    image = UploadedImage().preprocess(ImageData(path=str(tmp_path / name), orig_name=name))
+    image = uploaded_image().preprocess(ImageData(path=str(tmp_path / name), orig_name=name))
     assert image is not None and image.mode == mode and image.size == photo.size
     assert check(np.asarray(image), photo)
+
+
+def test_the_page_gets_an_uploaded_images_settings_as_a_plain_images() -> None:
+    """The browser draws an upload box from the settings Gradio sends: the same as gr.Image's (a
+    subclass whose own __init__ hid them broke every page with a JavaScript error)."""
+    import gradio as gr
+
+    from ui.widgets import uploaded_image
+
+    def props(make: Callable[..., gr.Image]) -> dict:
+        with gr.Blocks() as demo:
+            component = make(label="photo", sources=["upload"], height=120, type="pil", image_mode=None)
+        config = demo.get_config_file()
+        entry = next(entry for entry in config["components"] if entry["id"] == component._id)
+        assert entry["type"] == "image"
+        return {key: value for key, value in entry["props"].items() if key not in ("name", "max_side")}
+
+    plain = props(gr.Image)
+    ours = props(lambda **arguments: uploaded_image(**{k: v for k, v in arguments.items()
+                                                       if k not in ("type", "image_mode")}))
+    assert ours == plain and ours["sources"] == ["upload"] and ours["label"] == "photo"
 
 
 # --- an exception inside a model call -------------------------------------------------------------

@@ -13,8 +13,8 @@ from PIL import Image, ImageChops
 
 from ui.examples import MINI_EDIT, for_source
 from ui.recall import History, history_panel, remembering, settings_drop, stamp, wire_recall
-from ui.widgets import (GPU_QUEUE, UploadedImage, action, api_endpoint, api_image, example, photo_input,
-                        result_image, run_task, seed_controls, webcam_input, webcam_stream)
+from ui.widgets import (GPU_QUEUE, action, api_endpoint, api_image, example, photo_input,
+                        result_image, run_task, seed_controls, uploaded_image, webcam_input, webcam_stream)
 
 if TYPE_CHECKING:
     from pipelines import Studio
@@ -78,7 +78,7 @@ def build(studio: Studio) -> None:
         gr.Examples(for_source(studio, EXAMPLES, MINI_EDIT), inputs=[photo, prompt, strength], label="Example photos",
                     elem_id="edit-examples")
         png = api_image("edit-api-output")
-        api_mask = UploadedImage(visible=False, elem_id="edit-api-mask", max_side=limits.max_input_side)
+        api_mask = uploaded_image(visible=False, elem_id="edit-api-mask", max_side=limits.max_input_side)
 
     def follow(photo: Image.Image | None, editor: Mapping[str, Any] | None, feather: float, prompt: str,
                strength: float, seed: int) -> Image.Image | None:

@@ -16,7 +16,7 @@ import gradio as gr
 from PIL import Image
 
 from pipelines.metadata import Settings, Task, model_name, read_settings, with_settings
-from ui.widgets import UploadedImage
+from ui.widgets import uploaded_image
 
 if TYPE_CHECKING:
     from pipelines import Studio
@@ -54,7 +54,7 @@ def history_panel(elem_id: str) -> History:
 
 def settings_drop(elem_id: str) -> gr.Image:
     """A drop zone: an image made by the app (PNG, or its JPEG result) restores its settings."""
-    return UploadedImage(label="Drop an image made here to restore its settings", sources=["upload"], height=120,
+    return uploaded_image(label="Drop an image made here to restore its settings", sources=["upload"], height=120,
                          elem_id=elem_id)
 
 

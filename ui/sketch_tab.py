@@ -12,8 +12,8 @@ from ui.canvas import drawing_from, drawing_value, sketch_canvas
 from ui.examples import MINI_EDGE, MINI_SKETCH, for_source
 from ui.recall import history_panel, remembering, settings_drop, stamp, wire_recall
 from ui.styles import NO_STYLE, STYLES, apply_style
-from ui.widgets import (UploadedImage, action, api_endpoint, api_image, example, live, photo_input, result_image,
-                        run_task, seed_controls)
+from ui.widgets import (action, api_endpoint, api_image, example, live, photo_input, result_image,
+                        run_task, seed_controls, uploaded_image)
 
 if TYPE_CHECKING:
     from pipelines import Studio
@@ -52,7 +52,7 @@ def build_sketch_mode(studio: Studio, preview_side: int) -> None:
         with gr.Row():
             with gr.Column():
                 canvas = sketch_canvas(side=limits.native_side, label="Sketch", elem_id="sketch-canvas")
-                upload = UploadedImage(label="Or load a sketch onto the canvas", height=140,
+                upload = uploaded_image(label="Or load a sketch onto the canvas", height=140,
                                        sources=["upload", "clipboard"], elem_id="sketch-upload",
                                        max_side=limits.max_input_side)
             with gr.Column():

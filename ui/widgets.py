@@ -97,10 +97,9 @@ class UploadedImage(gr.Image):
     images are converted without losing their range or transparency); the pipelines flatten it."""
 
     is_template = True  # the page shows it as the plain Image component
-
-    def __init__(self, *args: Any, max_side: int = MAX_INPUT_SIDE, **kwargs: Any) -> None:
-        super().__init__(*args, type="pil", image_mode=None, **kwargs)
-        self.max_side = max_side
+    # Gradio sends the page the arguments of the class's own __init__: this class keeps gr.Image's
+    # (overriding it would leave the page without the image's settings), and uploaded_image sets the rest.
+    max_side: int = MAX_INPUT_SIDE
 
     def preprocess(self, payload: ImageData | None) -> Image.Image | None:
         if payload is None:
@@ -120,8 +119,15 @@ class UploadedImage(gr.Image):
         return eight_bit(opened.image)
 
 
+def uploaded_image(*, max_side: int = MAX_INPUT_SIDE, **image_arguments: Any) -> UploadedImage:
+    """An UploadedImage giving PIL images in their own mode, refusing sides over max_side."""
+    image = UploadedImage(type="pil", image_mode=None, **image_arguments)
+    image.max_side = max_side
+    return image
+
+
 def photo_input(label: str, elem_id: str, max_side: int = MAX_INPUT_SIDE) -> gr.Image:
-    return UploadedImage(label=label, sources=["upload", "clipboard"], elem_id=elem_id, max_side=max_side)
+    return uploaded_image(label=label, sources=["upload", "clipboard"], elem_id=elem_id, max_side=max_side)
 
 
 def live(triggers: Sequence[Any], fn: Callable[..., Any], inputs: Components, outputs: Components) -> None:
