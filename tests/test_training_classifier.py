@@ -4,6 +4,7 @@ split and separates them on held-out images; its features give a perceptual dist
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -262,3 +263,8 @@ def test_evaluate_only_some_sections_needs_no_classifier(evaluation_inputs: dict
     assert results["classifier"] is None and set(results["autoencoder"]) >= {"emoji", "scenes"}
     assert "text_to_image" not in results and "classifier: none" in out.with_suffix(".md").read_text()
     assert results["command"].endswith("--only autoencoder")
+
+    vae_only = paths["root"] / "vae-run" / "model"  # an autoencoder run: model/vae and nothing else
+    shutil.copytree(paths["model"] / "vae", vae_only / "vae")
+    training_main(["evaluate", str(vae_only.parent), *common[1:], "--only", "autoencoder"])
+    assert json.loads(out.read_text())["autoencoder"]["emoji"]["psnr"] == results["autoencoder"]["emoji"]["psnr"]

@@ -30,6 +30,7 @@ classifier's path and sha256). Targets are issue 9's; each figure says it used o
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -169,7 +170,7 @@ def reconstruct(vae: Any, images: np.ndarray, device: torch.device, batch: int =
 def evaluate_autoencoder(args: argparse.Namespace, device: torch.device, checks: list[Check]) -> dict[str, Any]:
     from models.weights.base_loading import load_vae
 
-    vae = load_vae(args.model_dir).to(device).eval()
+    vae = load_vae(runner.run_model_dir(args.model_dir, "vae")).to(device).eval()
     result: dict[str, Any] = {"status": "measured", "resolution": args.resolution}
     for name, root in (("emoji", args.emoji), ("scenes", args.scenes)):
         originals = real_images(root, "test", args.resolution)
@@ -522,21 +523,23 @@ def main(args: argparse.Namespace) -> None:
         raise runner.TrainingInputError(f"--classifier RUN is needed to measure {', '.join(needs_classifier)} "
                                         f"(or leave them out with --only)")
     classifier = load_classifier(args.classifier, device) if needs_classifier else None
-    studio = Studio.load(source=source_for(args.model_dir), model_dir=args.model_dir, device=device)
+    # the autoencoder alone needs only vae/: a finished autoencoder run's model folder will do
+    studio = functools.cache(lambda: Studio.load(source=source_for(args.model_dir), model_dir=args.model_dir,
+                                                 device=device))
     checks: list[Check] = []
     sections: dict[str, Callable[[], dict[str, Any]]] = {
         "autoencoder": lambda: evaluate_autoencoder(args, device, checks),
-        "prompt_following": lambda: evaluate_prompt_following(studio, args, checks),
-        "text_to_image": lambda: evaluate_text_to_image(studio, classifier, args, checks),
-        "sketch_to_image": lambda: evaluate_sketch(studio, args, checks),
-        "edge_to_image": lambda: evaluate_edge(studio, args, checks),
-        "translation": lambda: evaluate_translation(studio, classifier, args, checks),
-        "edit": lambda: evaluate_edit(studio, classifier, args, checks),
+        "prompt_following": lambda: evaluate_prompt_following(studio(), args, checks),
+        "text_to_image": lambda: evaluate_text_to_image(studio(), classifier, args, checks),
+        "sketch_to_image": lambda: evaluate_sketch(studio(), args, checks),
+        "edge_to_image": lambda: evaluate_edge(studio(), args, checks),
+        "translation": lambda: evaluate_translation(studio(), classifier, args, checks),
+        "edit": lambda: evaluate_edit(studio(), classifier, args, checks),
     }
     measured = {name: section() for name, section in sections.items() if args.only is None or name in args.only}
     results = {"command": command_line(args), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "device": runner.device_description(device), "model_dir": str(args.model_dir),
-               "source": studio.source.describe(), "classifier": {**classifier.stamp(), "note": CLASSIFIER_NOTE} if classifier else None,
+               "source": studio().source.describe() if set(measured) - {"autoencoder"} else f"vae/ of {args.model_dir}", "classifier": {**classifier.stamp(), "note": CLASSIFIER_NOTE} if classifier else None,
                "data": {"emoji": str(args.emoji), "scenes": str(args.scenes), "split": "test",
                         "resolution": args.resolution},
                **measured, "checks": [check.to_json() for check in checks], "missing": missing_tasks(measured)}
