@@ -190,8 +190,8 @@ def main(args: argparse.Namespace) -> None:
     disc.train()
     perceptual = load_perceptual(args.perceptual, device)
     trained = [parameter for parameter in vae.parameters() if parameter.requires_grad]
-    opt_vae = torch.optim.AdamW(trained, lr=args.lr, betas=(0.5, 0.9), weight_decay=0.0)
-    opt_disc = torch.optim.AdamW(disc.parameters(), lr=args.lr, betas=(0.5, 0.9), weight_decay=0.0)
+    opt_vae = trainer.adamw(trained, lr=args.lr, betas=(0.5, 0.9), weight_decay=0.0)
+    opt_disc = trainer.adamw(disc.parameters(), lr=args.lr, betas=(0.5, 0.9), weight_decay=0.0)
     last_layer = vae.decoder.conv_out.weight
     fixed = train.batch(torch.linspace(0, len(train) - 1, min(SAMPLE_COUNT, len(train))).long(), device)
 

@@ -221,8 +221,8 @@ def main(args: argparse.Namespace) -> None:
     runner.prepare_modules({"unet": base.unet}, device, args.gradient_checkpointing)
     modules = {**model.trained_modules(), "disc_a": disc_a, "disc_b": disc_b}
     generator_parameters = trainable_parameters(*model.trained_modules().values())
-    optimizers = {"generator": torch.optim.AdamW(generator_parameters, lr=args.lr),
-                  "discriminator": torch.optim.AdamW([*disc_a.parameters(), *disc_b.parameters()], lr=args.lr)}
+    optimizers = {"generator": trainer.adamw(generator_parameters, lr=args.lr),
+                  "discriminator": trainer.adamw([*disc_a.parameters(), *disc_b.parameters()], lr=args.lr)}
     perceptual = PerceptualLoss(args.perceptual, device)
     encode = CaptionEncoder(base)
     text_a, text_b = encode([caption_a]), encode([caption_b])

@@ -279,8 +279,8 @@ def main(args: argparse.Namespace) -> None:
     runner.prepare_modules({"unet": base.unet}, device, args.gradient_checkpointing,
                            model.gamma.checkpoint)
     generator_parameters = trainable_parameters(*model.trained_modules().values())
-    optimizers = {"generator": torch.optim.AdamW(generator_parameters, lr=args.lr),
-                  "discriminator": torch.optim.AdamW(discriminator.parameters(), lr=args.lr)}
+    optimizers = {"generator": trainer.adamw(generator_parameters, lr=args.lr),
+                  "discriminator": trainer.adamw(discriminator.parameters(), lr=args.lr)}
     perceptual = PerceptualLoss(args.perceptual, device)
     encode = CaptionEncoder(base)
     latent_side = args.resolution // 8

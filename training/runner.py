@@ -6,7 +6,7 @@ optimizers and a `step(index) -> losses` function, then hands them to `run_train
     parser: add_common_arguments(parser, base=False, default_resolution=128)
             --dataset --out --steps --batch-size --resolution --device --resume --seed --lr
             --checkpoint-every --sample-every --keep-checkpoints --gradient-checkpointing
-            --mixed-precision --gradient-accumulation-steps [--base {tiny,hub,DIR}]
+            --mixed-precision --gradient-accumulation-steps --optimizer [--base {tiny,hub,DIR}]
 
     out = run_training(args, recipe="autoencoder",
                        modules={"vae": vae, "disc": disc},           # what is trained
@@ -43,10 +43,13 @@ Several processes (`accelerate launch --multi_gpu --num_processes N -m training 
 `trainer.batch_indices`, per-example randomness for the global batch through `trainer.shard`, runs
 under `trainer.autocast()` and updates with `trainer.backward(loss)` and `trainer.step(optimizer,
 clip)` (gradients averaged over the processes, fp16 unscaled, clipped, stepped only on the last
-micro-batch of an accumulated step). --batch-size is per process and micro-batch, as upstream's
-accelerate scripts; the global batch (batch x processes x accumulation) is recorded and sets the
-data order, so N processes train what one process with the same global batch trains. Only the main
-process writes; everyone waits at each checkpoint. A process's global RNG is reseeded with its own
+micro-batch of an accumulated step, `trainer.updating`; an EMA follows only then). Its optimizers
+come from `trainer.adamw(parameters, lr=...)`: AdamW, or with --optimizer adamw8bit bitsandbytes'
+AdamW8bit (CUDA only; bitsandbytes is imported only then and is not a requirement). --batch-size
+is per process and micro-batch, as upstream's accelerate scripts; the global batch (batch x
+processes x accumulation) is recorded and sets the data order, so N processes train what one
+process with the same global batch trains. Only the main process writes (a recipe's own files,
+e.g. a cache in OUT, through `trainer.from_main`); everyone waits at each checkpoint. A process's global RNG is reseeded with its own
 recorded seed when there are several, and each one's RNG state is checkpointed; --resume refuses
 another process count. With one process and the default flags nothing changes: same draws, same
 weights, same checkpoint files as before accelerate.
@@ -68,7 +71,7 @@ import platform
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -99,6 +102,7 @@ FinishFn = Callable[[Path], Mapping[str, Any] | None]
 CheckpointFn = Callable[..., Any]  # diffusers' gradient_checkpointing_func: (module, *args) -> outputs
 CHECKPOINTING = ("auto", "on", "off")
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
+OPTIMIZERS = ("adamw", "adamw8bit")
 PROCESS_SEED_STRIDE = 1_000_003  # process r's global RNG seed: --seed + r * this, with several processes
 
 
@@ -142,6 +146,9 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, base: bool = False,
                              "instructions, else no (default)")
     parser.add_argument("--gradient-accumulation-steps", type=positive_int, default=1, metavar="N",
                         help="micro-batches of --batch-size per optimizer step and process")
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw",
+                        help="adamw: torch's (default); adamw8bit: bitsandbytes' AdamW8bit (optimizer state in "
+                             "8 bits, CUDA only; pip install bitsandbytes)")
     if base:
         parser.add_argument("--base", default="tiny", metavar="{tiny,hub,DIR}",
                             help="one-step base: tiny random weights, SD-Turbo from the Hub, or a folder "
@@ -275,6 +282,22 @@ def resolved_precision(setting: str, device: torch.device) -> str:
     return "bf16" if device.type == "cuda" or native_bfloat16(device) else "no"
 
 
+def adamw_class(name: str, device: torch.device) -> type[torch.optim.Optimizer]:
+    """The optimizer class --optimizer names: torch's AdamW, or bitsandbytes' AdamW8bit (imported
+    only here, with a clear error where it is not installed or the device is not CUDA)."""
+    if name == "adamw":
+        return torch.optim.AdamW
+    if device.type != "cuda":
+        raise TrainingInputError(f"--optimizer {name} needs CUDA (bitsandbytes' 8-bit optimizer states); "
+                                 f"this run's device is {device}: use --optimizer adamw")
+    try:
+        import bitsandbytes
+    except ImportError as error:
+        raise TrainingInputError(f"--optimizer {name} needs bitsandbytes, which is not installed: "
+                                 "pip install bitsandbytes (or use --optimizer adamw)") from error
+    return bitsandbytes.optim.AdamW8bit
+
+
 class Trainer:
     """One process's part of a run: the accelerate.Accelerator (processes, device, mixed precision,
     gradient accumulation) and this process's share of every batch.
@@ -292,6 +315,7 @@ class Trainer:
         self.device = self.accelerator.device if several and requested.type != "cpu" else requested
         self.batch_size: int = args.batch_size
         self.seed: int = args.seed
+        self.optimizer_class = adamw_class(args.optimizer, self.device)
         self.micro = 0  # the micro-batch of the current step (run_step sets it)
 
     @property
@@ -309,6 +333,12 @@ class Trainer:
     @property
     def accumulation(self) -> int:
         return self.accelerator.gradient_accumulation_steps
+
+    @property
+    def updating(self) -> bool:
+        """Whether the current micro-batch is its step's last, on which `step` updates the weights
+        (always, without accumulation): an EMA of the weights follows only then."""
+        return self.accelerator.sync_gradients
 
     @property
     def global_batch(self) -> int:
@@ -344,6 +374,16 @@ class Trainer:
         torch.autograd.grad, which `step` does not see."""
         return reduce(values, reduction="mean") if self.processes > 1 else values
 
+    def sum_over_processes(self, values: torch.Tensor) -> torch.Tensor:
+        """values summed over the processes (itself with one): e.g. the global batch's count of
+        something each process counts in its own rows."""
+        return reduce(values, reduction="sum") if self.processes > 1 else values
+
+    def adamw(self, parameters: Iterable[Any], **options: Any) -> torch.optim.Optimizer:
+        """The --optimizer (AdamW, or bitsandbytes' AdamW8bit) over the parameters, with AdamW's
+        options (lr, betas, weight_decay)."""
+        return self.optimizer_class(parameters, **options)
+
     def autocast(self) -> contextlib.AbstractContextManager:
         """accelerate's autocast for --mixed-precision (nothing for no)."""
         return self.accelerator.autocast()
@@ -352,29 +392,31 @@ class Trainer:
         """loss / accumulation steps, scaled for fp16, backward."""
         self.accelerator.backward(loss)
 
-    def step(self, optimizer: torch.optim.Optimizer, clip: float | None = None) -> None:
+    def step(self, optimizer: torch.optim.Optimizer, clip: float | None = None) -> torch.Tensor | None:
         """On the last micro-batch of a step: average the gradients over the processes, unscale
-        them (fp16), clip their norm to `clip`, step and clear them; else nothing (they accumulate)."""
-        if not self.accelerator.sync_gradients:
-            return
+        them (fp16), clip their norm to `clip`, step and clear them; else nothing (they accumulate).
+        Returns the gradient norm before clipping (over the averaged gradients) when it clipped."""
+        if not self.updating:
+            return None
         parameters = [p for group in optimizer.param_groups for p in group["params"]]
         if self.processes > 1:
             average_gradients(parameters)
         scaler = self.accelerator.scaler
         if scaler is not None:
             scaler.unscale_(optimizer)
-        if clip is not None:
-            torch.nn.utils.clip_grad_norm_(parameters, clip)
+        norm = torch.nn.utils.clip_grad_norm_(parameters, clip) if clip is not None else None
         if scaler is not None:
             scaler.step(optimizer)
             scaler.update()
         else:
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        return norm
 
     def run_step(self, step: StepFn, index: int) -> dict[str, float]:
-        """step(index) once per micro-batch under accelerate's accumulate; the losses averaged over
-        micro-batches and processes (with one of each: as step returned them)."""
+        """step(index) once per micro-batch under accelerate's accumulate; each loss averaged over
+        the micro-batches that report it (one only reported on the last, e.g. a gradient norm, is
+        that one's) and over the processes (with one of each: as step returned them)."""
         losses = []
         for micro in range(self.accumulation):
             self.micro = micro
@@ -382,9 +424,9 @@ class Trainer:
                 losses.append({name: float(value) for name, value in step(index).items()})
         if len(losses) == 1 and self.processes == 1:
             return losses[0]
-        names = sorted(losses[0])
-        summed = torch.tensor([[entry[name] for name in names] for entry in losses], dtype=torch.float64).mean(0)
-        averaged = reduce(summed.to(self.device), reduction="mean").cpu()
+        names = sorted({name for entry in losses for name in entry})
+        means = [float(np.mean([entry[name] for entry in losses if name in entry])) for name in names]
+        averaged = reduce(torch.tensor(means, dtype=torch.float64, device=self.device), reduction="mean").cpu()
         return dict(zip(names, averaged.tolist(), strict=True))
 
     def wait(self) -> None:
