@@ -8,6 +8,11 @@ copies of both networks are what OUT/model holds: vae, unet, text_encoder, token
 SD-Turbo scheduler config, so `--source local --model-dir OUT/model` serves it.
 Sample grids: one row of multi-step Euler samples with guidance, one row of the one-step x0
 prediction at t = 999 (what the app does), for fixed prompts from the captions.
+
+Several processes (runner.Trainer): the tokenizer and the training images' latent posteriors are
+made once, by the main process, into OUT/cache (kept for a resumed run; the others wait, then read
+them); each process trains on its shard of the global batch, with noise, timesteps and caption
+dropout drawn for the global batch; the EMA follows each optimizer step.
 """
 
 from __future__ import annotations
@@ -15,8 +20,9 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
+import json
 import os
-import tempfile
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +44,8 @@ RECIPE = "latent-diffusion"
 PROMPT_COUNT = 8
 VALIDATION_IMAGES = 64
 VALIDATION_TIMESTEPS = (50, 250, 500, 750, 950)
+TOKENIZER_CACHE = "tokenizer"
+POSTERIOR_CACHE = "train_posteriors.safetensors"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,7 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                 default_lr=2e-4)
     parser.add_argument("--max-images", type=runner.positive_int, default=None, metavar="N",
                         help="train on N evenly spaced images of the train split (encoding them all takes "
-                             "minutes on a CPU; the encoded latents are cached in OUT/cache)")
+                             "minutes on a CPU; the encoded latents are cached in OUT/cache, written by the "
+                             "main process while the others wait)")
     parser.add_argument("--vae", type=Path, required=True, metavar="RUN_OR_DIR",
                         help="the trained autoencoder: its run folder or a model folder with vae/")
     parser.add_argument("--unet-channels", default="64,128,192,256", help="block_out_channels, 4 values")
@@ -78,9 +87,15 @@ def unet_config(args: argparse.Namespace) -> dict[str, Any]:
             "norm_num_groups": args.norm_groups}
 
 
-def text_config(args: argparse.Namespace, tokenizer: CLIPTokenizer) -> CLIPTextConfig:
+def check_flags(args: argparse.Namespace) -> None:
+    """Refuse flags that would fail later, before the slow set-up (encoding the data set)."""
+    if not 0 <= args.caption_dropout < 1:
+        raise runner.TrainingInputError(f"--caption-dropout {args.caption_dropout} must be in [0, 1)")
     if args.text_width % args.text_heads:
         raise runner.TrainingInputError(f"--text-heads {args.text_heads} must divide --text-width {args.text_width}")
+
+
+def text_config(args: argparse.Namespace, tokenizer: CLIPTokenizer) -> CLIPTextConfig:
     return CLIPTextConfig(hidden_size=args.text_width, intermediate_size=4 * args.text_width,
                           num_hidden_layers=args.text_layers, num_attention_heads=args.text_heads,
                           max_position_embeddings=tokenizer.model_max_length, vocab_size=len(tokenizer),
@@ -103,22 +118,54 @@ def load_frozen_vae(model_dir: Path, device: torch.device) -> AutoencoderKL:
     return vae.to(device).eval().requires_grad_(False)
 
 
-def cached_posteriors(cache: Path, vae: AutoencoderKL, vae_dir: Path, data: CaptionedImages,
-                      device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """encode_posteriors, kept in OUT/cache and reused while the VAE weights and images are the same
+def prepare_cache(args: argparse.Namespace, train: CaptionedImages, vae: AutoencoderKL, vae_dir: Path,
+                  device: torch.device) -> Path:
+    """OUT prepared and OUT/cache written, by the main process only (the others wait, then read it):
+    the caption tokenizer and the training images' latent posteriors, each kept while its inputs
+    are the same."""
+    runner.prepare_out(args.out, RECIPE, args.resume)
+    cache = args.out / "cache"
+    cache_tokenizer(cache / TOKENIZER_CACHE, train.captions, args.vocab_size)
+    cache_posteriors(cache / POSTERIOR_CACHE, vae, vae_dir, train, device)
+    return cache
+
+
+def cache_tokenizer(folder: Path, captions: list[str], vocab_size: int) -> None:
+    """The tokenizer learned from the captions, once per run: tokenizers' BPE trainer orders merges
+    of equal count differently from process to process, so every process of a run, and a resumed
+    run, must read the one the run started with. Its key (captions, size) sits beside the folder."""
+    key_file = folder.with_suffix(".key")
+    key = hashlib.sha256(json.dumps([vocab_size, captions]).encode()).hexdigest()
+    if folder.is_dir() and key_file.is_file() and key_file.read_text() == key:
+        return
+    key_file.unlink(missing_ok=True)
+    temp = folder.with_name(runner.TMP_PREFIX + folder.name)
+    shutil.rmtree(temp, ignore_errors=True)
+    build_caption_tokenizer(captions, temp, vocab_size)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(temp, folder)
+    key_file.write_text(key)
+
+
+def cache_posteriors(path: Path, vae: AutoencoderKL, vae_dir: Path, data: CaptionedImages,
+                     device: torch.device) -> None:
+    """encode_posteriors into a safetensors file, kept while the VAE weights and images are the same
     (encoding a whole data set is minutes on a CPU; a resumed run skips it)."""
     key = hashlib.sha256(data.images.tobytes()).hexdigest() + ":" + file_sha256(weights_file(vae_dir, "vae"))
-    if cache.is_file():
-        with safe_open(str(cache), "pt") as handle:
+    if path.is_file():
+        with safe_open(str(path), "pt") as handle:
             if (handle.metadata() or {}).get("key") == key:
-                stored = load_file(str(cache), device=str(device))
-                return stored["mean"], stored["std"]
+                return
     mean, std = encode_posteriors(vae, data, device)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    temp = cache.with_name(runner.TMP_PREFIX + cache.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(runner.TMP_PREFIX + path.name)
     save_file({"mean": mean.cpu().contiguous(), "std": std.cpu().contiguous()}, str(temp), metadata={"key": key})
-    os.replace(temp, cache)
-    return mean, std
+    os.replace(temp, path)
+
+
+def load_posteriors(path: Path, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    stored = load_file(str(path), device=str(device))
+    return stored["mean"], stored["std"]
 
 
 @torch.no_grad()
@@ -174,17 +221,11 @@ def one_step_samples(unet: UNet2DConditionModel, cond: torch.Tensor, alphas_cump
 
 
 def main(args: argparse.Namespace) -> None:
-    with tempfile.TemporaryDirectory() as scratch:
-        train_latent_diffusion(args, Path(scratch))
-
-
-def train_latent_diffusion(args: argparse.Namespace, scratch: Path) -> None:
-    """The recipe; scratch holds the learned tokenizer until OUT/model takes a copy."""
     runner.check_resolution(args.resolution)
-    device = runner.resolve_device(args.device)
+    trainer = runner.Trainer(args)
+    device = trainer.device
     runner.check_out(args.out, RECIPE, args.resume)
-    if not 0 <= args.caption_dropout < 1:
-        raise runner.TrainingInputError(f"--caption-dropout {args.caption_dropout} must be in [0, 1)")
+    check_flags(args)
     config = unet_config(args)
     train = load_captioned_images(args.dataset, "train", args.resolution).spread(args.max_images)
     if not any(caption.strip() for caption in train.captions):
@@ -193,8 +234,10 @@ def train_latent_diffusion(args: argparse.Namespace, scratch: Path) -> None:
     vae = load_frozen_vae(vae_dir, device)
     scale = float(vae.config.scaling_factor)
 
-    tokenizer_dir = scratch / "tokenizer"
-    tokenizer = build_caption_tokenizer(train.captions, tokenizer_dir, args.vocab_size)
+    cache = trainer.from_main(lambda: prepare_cache(args, train, vae, vae_dir, device))
+    tokenizer_dir = cache / TOKENIZER_CACHE
+    tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
+    means, stds = load_posteriors(cache / POSTERIOR_CACHE, device)
     torch.manual_seed(args.seed)
     text_encoder = CLIPTextModel(text_config(args, tokenizer))
     unet = UNet2DConditionModel(**config)
@@ -206,12 +249,10 @@ def train_latent_diffusion(args: argparse.Namespace, scratch: Path) -> None:
     ema_text_encoder.to(device)
     unet.train()
     text_encoder.train()
-    optimizer = torch.optim.AdamW([*unet.parameters(), *text_encoder.parameters()], lr=args.lr, weight_decay=1e-2)
+    optimizer = trainer.adamw([*unet.parameters(), *text_encoder.parameters()], lr=args.lr, weight_decay=1e-2)
 
     noise_schedule = DDPMScheduler.from_config(SCHEDULER_CONFIG)
     alphas_cumprod = noise_schedule.alphas_cumprod.to(device)
-    runner.prepare_out(args.out, RECIPE, args.resume)
-    means, stds = cached_posteriors(args.out / "cache" / "train_posteriors.safetensors", vae, vae_dir, train, device)
     ids = token_ids(tokenizer, train.captions).to(device)
     empty_ids = token_ids(tokenizer, [""]).to(device)
     prompts = sample_prompts(train.captions)
@@ -223,23 +264,23 @@ def train_latent_diffusion(args: argparse.Namespace, scratch: Path) -> None:
 
     def step(index: int) -> dict[str, float]:
         generator = runner.step_generator(args.seed, index)
-        picked = runner.batch_indices(len(train), args.batch_size, args.seed, index)
-        count = len(picked)
-        latent_noise = torch.randn(count, *latent_shape, generator=generator).to(device)
-        noise = torch.randn(count, *latent_shape, generator=generator).to(device)
-        t = torch.randint(0, noise_schedule.config.num_train_timesteps, (count,), generator=generator).to(device)
-        drop = (torch.rand(count, generator=generator) < args.caption_dropout).to(device)
-        picked = picked.to(device)
+        everyone = trainer.global_batch  # per-example draws for the global batch, then this process's rows
+        picked = trainer.batch_indices(len(train), index).to(device)
+        latent_noise = trainer.shard(torch.randn(everyone, *latent_shape, generator=generator)).to(device)
+        noise = trainer.shard(torch.randn(everyone, *latent_shape, generator=generator)).to(device)
+        t = torch.randint(0, noise_schedule.config.num_train_timesteps, (everyone,), generator=generator)
+        t = trainer.shard(t).to(device)
+        drop = trainer.shard(torch.rand(everyone, generator=generator) < args.caption_dropout).to(device)
         latents = (means[picked] + stds[picked] * latent_noise) * scale
         batch_ids = torch.where(drop[:, None], empty_ids, ids[picked])
-        with runner.autocast(device):
+        with trainer.autocast():
             hidden = text_encoder(batch_ids).last_hidden_state
             prediction = unet(add_noise(latents, noise, t), t, encoder_hidden_states=hidden).sample
         loss = F.mse_loss(prediction.float(), noise)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_([*unet.parameters(), *text_encoder.parameters()], 1.0)
-        optimizer.step()
+        trainer.backward(loss)
+        grad_norm = trainer.step(optimizer, clip=1.0)
+        if not trainer.updating:  # an accumulated step's earlier micro-batch: no update, no EMA
+            return {"mse": loss.item()}
         decay = min(args.ema_decay, (1 + index) / (10 + index))
         update_ema(ema_unet, unet, decay)
         update_ema(ema_text_encoder, text_encoder, decay)
@@ -289,4 +330,4 @@ def train_latent_diffusion(args: argparse.Namespace, scratch: Path) -> None:
         config={"unet": {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()},
                 "unet_parameters": parameter_count(unet), "text_encoder_parameters": parameter_count(text_encoder),
                 "vocab_size": len(tokenizer), "vae": str(args.vae), "vae_scaling_factor": scale,
-                "train_images": len(train), "sample_prompts": prompts})
+                "train_images": len(train), "sample_prompts": prompts}, trainer=trainer)
