@@ -15,8 +15,9 @@ from safetensors.torch import load_file
 from models.weights.base_loading import load_sd_turbo
 from models.weights.tiny import write_tiny_hub_layout
 from training.__main__ import main as training_main
-from training.one_step import (FINAL_TIMESTEP, Discriminator, UFOGenSettings, encode_text, generator_inputs,
-                               sample_discriminator_steps, sample_timesteps, ufogen_step)
+from tests.training_toy import cpu_trainer
+from training.one_step import (FINAL_TIMESTEP, Discriminator, UFOGenDraws, UFOGenSettings, encode_text,
+                               generator_inputs, sample_discriminator_steps, sample_timesteps, ufogen_step)
 
 RESOLUTION = 64
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 60), "blue": (30, 60, 220), "yellow": (240, 220, 40)}
@@ -88,8 +89,10 @@ def test_losses_are_finite_and_reconstruction_falls_on_a_fixed_batch(teacher: Pa
     text = encode_text(base, ["a red circle", "a blue square", "a green circle", "a yellow square"])
     unet_optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-4)
     discriminator_optimizer = torch.optim.AdamW(discriminator.parameters(), lr=1e-4, betas=(0.0, 0.999))
+    draws = UFOGenDraws.draw(4, (4, 8, 8), UFOGenSettings(), torch.Generator().manual_seed(2))
+    trainer = cpu_trainer(4)
     history = [ufogen_step(unet, discriminator, unet_optimizer, discriminator_optimizer, latents, text,
-                           base.alphas_cumprod, UFOGenSettings(), torch.Generator().manual_seed(2))
+                           base.alphas_cumprod, UFOGenSettings(), draws, trainer)
                for _ in range(20)]
     # the zero-initialised head starts undecided: every logit 0, loss 2 log 2
     assert history[0].discriminator == pytest.approx(2 * math.log(2), abs=1e-6)

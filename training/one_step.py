@@ -28,6 +28,10 @@ Output: OUT/samples/teacher_one_step.png and teacher_25_steps.png (the teacher's
 Euler sampling with guidance 3, as the latent-diffusion grids), step_NNNNNN.png (one step, two
 seeds per prompt), and OUT/model/ in the stabilityai/sd-turbo layout (the new UNet; the teacher's
 VAE, text encoder, tokenizer and scheduler), which `--source local --model-dir OUT/model` serves.
+
+Several processes (runner.Trainer): each encodes its shard of the global batch; t, s and the noises
+are drawn for the global batch and sharded; both updates average the gradients over the processes;
+the EMA follows each generator step.
 """
 
 from __future__ import annotations
@@ -49,9 +53,8 @@ from models.running.sd_turbo import FINAL_TIMESTEP, SDTurbo
 from models.weights.base_loading import load_sd_turbo, load_vae
 from training.common import load_captioned_images
 from training.latent_diffusion import euler_samples, sample_prompts
-from training.runner import (TrainingInputError, add_common_arguments, autocast, batch_indices, check_out,
-                             check_resolution, prepare_modules, resolve_device, run_model_dir, run_training, save_grid,
-                             save_model_folder, step_generator)
+from training.runner import (Trainer, TrainingInputError, add_common_arguments, check_out, check_resolution,
+                             prepare_modules, run_model_dir, run_training, save_grid, save_model_folder, step_generator)
 
 RECIPE = "one-step"
 Weighting = Literal["snr", "snr+1"]
@@ -192,20 +195,40 @@ def predict_x0(unet: UNet2DConditionModel, x_t: torch.Tensor, timesteps: torch.T
     return x0_from_epsilon(x_t.float(), eps.float(), alphas_cumprod[timesteps])
 
 
+@dataclass(frozen=True)
+class UFOGenDraws:
+    """A step's randomness, one row per example, on the CPU: t, s, and the noises of x_t, of the
+    real x_s and of the generated x_s."""
+
+    timesteps: torch.Tensor
+    steps_s: torch.Tensor
+    noises: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+    @classmethod
+    def draw(cls, count: int, latent_shape: Sequence[int], settings: UFOGenSettings,
+             generator: torch.Generator) -> UFOGenDraws:
+        """Draws for `count` examples from `generator` (a run is reproducible across devices and
+        resumable from the generator's seed)."""
+        timesteps = sample_timesteps(count, settings.final_step_fraction, generator)
+        steps_s = sample_discriminator_steps(timesteps, settings.discriminator_gap, generator)
+        first, second, third = torch.randn((3, count, *latent_shape), generator=generator)
+        return cls(timesteps, steps_s, (first, second, third))
+
+    def shard(self, trainer: Trainer) -> UFOGenDraws:
+        """This process's rows of draws made for the global batch."""
+        first, second, third = (trainer.shard(noise) for noise in self.noises)
+        return UFOGenDraws(trainer.shard(self.timesteps), trainer.shard(self.steps_s), (first, second, third))
+
+
 def ufogen_step(unet: UNet2DConditionModel, discriminator: Discriminator, unet_optimizer: torch.optim.Optimizer,
                 discriminator_optimizer: torch.optim.Optimizer, latents: torch.Tensor, text: torch.Tensor,
-                alphas_cumprod: torch.Tensor, settings: UFOGenSettings, generator: torch.Generator,
+                alphas_cumprod: torch.Tensor, settings: UFOGenSettings, draws: UFOGenDraws, trainer: Trainer,
                 max_grad_norm: float = 1.0) -> StepLosses:
-    """One discriminator update, then one generator update, on one batch of scaled latents.
-
-    All randomness (t, s, three noises) is drawn from `generator` on the CPU, so a run is
-    reproducible across devices and resumable from the generator's state."""
+    """One discriminator update, then one generator update, on one batch of scaled latents, with
+    the batch's draws; the updates go through the trainer (gradients averaged over the processes)."""
     device = latents.device
-    batch = latents.shape[0]
-    timesteps = sample_timesteps(batch, settings.final_step_fraction, generator)
-    steps_s = sample_discriminator_steps(timesteps, settings.discriminator_gap, generator)
-    noises = torch.randn((3, *latents.shape), generator=generator).to(device)
-    timesteps, steps_s = timesteps.to(device), steps_s.to(device)
+    noises = [noise.to(device) for noise in draws.noises]
+    timesteps, steps_s = draws.timesteps.to(device), draws.steps_s.to(device)
     x0 = latents.float()
 
     x_t = generator_inputs(x0, noises[0], timesteps, alphas_cumprod)
@@ -220,10 +243,8 @@ def ufogen_step(unet: UNet2DConditionModel, discriminator: Discriminator, unet_o
                            torch.cat([text, text]))
     real_logits, fake_logits = logits.chunk(2)
     d_loss = discriminator_loss(real_logits, fake_logits, settings.logit_margin)
-    discriminator_optimizer.zero_grad(set_to_none=True)
-    d_loss.backward()
-    torch.nn.utils.clip_grad_norm_(discriminator.parameters(), max_grad_norm)
-    discriminator_optimizer.step()
+    trainer.backward(d_loss)
+    trainer.step(discriminator_optimizer, max_grad_norm)
 
     # generator: fool the updated discriminator and stay close to the data (gamma_t-weighted L2)
     discriminator.requires_grad_(False)
@@ -232,10 +253,8 @@ def ufogen_step(unet: UNet2DConditionModel, discriminator: Discriminator, unet_o
     squared_error = (x0 - x0_pred).pow(2).mean(dim=tuple(range(1, x0.dim())))
     reconstruction = (gamma * squared_error).mean()
     g_loss = adversarial + settings.reconstruction_lambda * reconstruction
-    unet_optimizer.zero_grad(set_to_none=True)
-    g_loss.backward()
-    torch.nn.utils.clip_grad_norm_(unet.parameters(), max_grad_norm)
-    unet_optimizer.step()
+    trainer.backward(g_loss)
+    trainer.step(unet_optimizer, max_grad_norm)
     discriminator.requires_grad_(True)
     return StepLosses(d_loss.item(), adversarial.item(), reconstruction.item(), g_loss.item())
 
@@ -379,7 +398,8 @@ def main(args: argparse.Namespace) -> None:
     settings = settings_from(args)
     if not 0.0 <= args.ema_decay < 1.0:
         raise TrainingInputError(f"--ema-decay {args.ema_decay} must be in [0, 1)")
-    device = resolve_device(args.device)
+    trainer = Trainer(args)
+    device = trainer.device
     folder = teacher_folder(args.teacher)
     data = load_captioned_images(args.dataset, "train", args.resolution)
     torch.manual_seed(args.seed)
@@ -389,7 +409,8 @@ def main(args: argparse.Namespace) -> None:
         base.vae = same_latent_space_vae(args.vae, base.vae).to(device).eval().requires_grad_(False)
     prompts = sample_prompts(data.captions)
     latent_side = args.resolution // latent_factor(base)
-    teacher_grids = teacher_references(base, prompts, latent_side, args.seed, args.out / "samples")
+    teacher_grids = (teacher_references(base, prompts, latent_side, args.seed, args.out / "samples")
+                     if trainer.is_main else {})  # only the main process writes samples
     unet = base.unet  # the generator: the teacher's UNet, trained in place
     discriminator = Discriminator(unet)
     ema_unet = copy.deepcopy(unet).eval().requires_grad_(False)
@@ -397,18 +418,21 @@ def main(args: argparse.Namespace) -> None:
     discriminator.train()
     prepare_modules({"unet": unet, "discriminator": discriminator}, device, args.gradient_checkpointing)
     modules = {"unet": unet, "discriminator": discriminator, "ema_unet": ema_unet}
-    unet_optimizer = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=0.0)
-    discriminator_optimizer = torch.optim.AdamW(discriminator.parameters(), lr=args.discriminator_lr or args.lr,
-                                                betas=(0.0, 0.999), weight_decay=0.0)
+    unet_optimizer = trainer.adamw(unet.parameters(), lr=args.lr, weight_decay=0.0)
+    discriminator_optimizer = trainer.adamw(discriminator.parameters(), lr=args.discriminator_lr or args.lr,
+                                            betas=(0.0, 0.999), weight_decay=0.0)
+    latent_shape = (unet.config.in_channels, latent_side, latent_side)
 
     def step(index: int) -> dict[str, float]:
-        picked = batch_indices(len(data), args.batch_size, args.seed, index)
+        picked = trainer.batch_indices(len(data), index)
         latents = encode_images(base, data.batch(picked, device))
         text = encode_text(base, [data.captions[i] for i in picked.tolist()])
-        with autocast(device):
+        draws = UFOGenDraws.draw(trainer.global_batch, latent_shape, settings, step_generator(args.seed, index))
+        with trainer.autocast():
             losses = ufogen_step(unet, discriminator, unet_optimizer, discriminator_optimizer, latents, text,
-                                 base.alphas_cumprod, settings, step_generator(args.seed, index))
-        update_ema(ema_unet, unet, min(args.ema_decay, (1 + index) / (10 + index)))
+                                 base.alphas_cumprod, settings, draws.shard(trainer), trainer)
+        if trainer.updating:
+            update_ema(ema_unet, unet, min(args.ema_decay, (1 + index) / (10 + index)))
         return {"d": losses.discriminator, "adv": losses.adversarial, "rec": losses.reconstruction}
 
     def sample(path: Path) -> None:
@@ -428,4 +452,4 @@ def main(args: argparse.Namespace) -> None:
                  step=step, sample=sample, finish=finish,
                  config={**asdict(settings), "teacher": str(folder), "text_encoder": "frozen (the teacher's)",
                          "vae": str(args.vae) if args.vae else "frozen (the teacher's)", "discriminator_lr": args.discriminator_lr or args.lr,
-                         "ema_decay": args.ema_decay, "sample_prompts": prompts})
+                         "ema_decay": args.ema_decay, "sample_prompts": prompts}, trainer=trainer)
