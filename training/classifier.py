@@ -14,6 +14,11 @@ It stands in for the networks that cannot be downloaded here (TRAINING.md, "Yard
 
 Writes OUT/model/classifier.safetensors and OUT/model/classifier.json (widths, resolution, label
 names); held-out accuracy on each dataset's test split goes into OUT/record.json's metrics.
+
+Several processes (runner.Trainer): augmentation is drawn for the global batch and sharded;
+BatchNorm uses the statistics of the batch over all processes (GlobalBatchNorm2d) and the loss
+weighs each process's labelled rows by their share, so N processes train what one process with the
+global batch trains, up to dropout, which draws from each process's own seed.
 """
 
 from __future__ import annotations
@@ -22,12 +27,13 @@ import argparse
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -65,22 +71,51 @@ class ClassifierConfig:
                    {head: tuple(names) for head, names in data["labels"].items()})
 
 
-def _conv_bn_relu(channels_in: int, channels_out: int, stride: int) -> list[nn.Module]:
-    return [nn.Conv2d(channels_in, channels_out, 3, stride, 1, bias=False), nn.BatchNorm2d(channels_out),
-            nn.ReLU(inplace=True)]
+class GlobalBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d that, training in several processes, normalises with the statistics of the batch
+    over all of them (per-channel sums through a differentiable all-reduce), so every process
+    normalises as one process with the global batch would and keeps the same running statistics
+    (torch's SyncBatchNorm does this on GPUs only; this runs on gloo too). Otherwise BatchNorm2d."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        processes = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        if not self.training or processes == 1:
+            return super().forward(images)
+        from torch.distributed.nn.functional import all_reduce  # differentiable
+
+        values = images.float()
+        count = values.numel() // values.shape[1] * processes  # every process holds as many rows
+        mean = all_reduce(values.sum(dim=(0, 2, 3))) / count
+        centred = values - mean.view(1, -1, 1, 1)
+        variance = all_reduce(centred.pow(2).sum(dim=(0, 2, 3))) / count
+        self._track(mean.detach(), variance.detach(), count)
+        normalised = centred * torch.rsqrt(variance + self.eps).view(1, -1, 1, 1)
+        return (normalised * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)).to(images.dtype)
+
+    @torch.no_grad()
+    def _track(self, mean: torch.Tensor, variance: torch.Tensor, count: int) -> None:
+        """Running statistics as BatchNorm2d keeps them (momentum, unbiased variance)."""
+        self.num_batches_tracked.add_(1)
+        self.running_mean.lerp_(mean, self.momentum)
+        self.running_var.lerp_(variance * count / (count - 1), self.momentum)
+
+
+def _conv_bn_relu(channels_in: int, channels_out: int, stride: int, norm: type[nn.BatchNorm2d]) -> list[nn.Module]:
+    return [nn.Conv2d(channels_in, channels_out, 3, stride, 1, bias=False), norm(channels_out), nn.ReLU(inplace=True)]
 
 
 class ConvClassifier(nn.Module):
     """A strided stem, then stages that halve the size (two 3x3 conv-BN-ReLU each), global average
-    pooling (the penultimate features) and one linear head per label kind. Images in [-1, 1]."""
+    pooling (the penultimate features) and one linear head per label kind. Images in [-1, 1].
+    Training passes norm=GlobalBatchNorm2d (the same weights, statistics over all processes)."""
 
-    def __init__(self, config: ClassifierConfig) -> None:
+    def __init__(self, config: ClassifierConfig, norm: type[nn.BatchNorm2d] = nn.BatchNorm2d) -> None:
         super().__init__()
         widths = config.widths
-        stages = [nn.Sequential(*_conv_bn_relu(3, widths[0], 2))]
+        stages = [nn.Sequential(*_conv_bn_relu(3, widths[0], 2, norm))]
         for channels_in, channels_out in zip(widths, widths[1:]):
-            stages.append(nn.Sequential(*_conv_bn_relu(channels_in, channels_out, 2),
-                                        *_conv_bn_relu(channels_out, channels_out, 1)))
+            stages.append(nn.Sequential(*_conv_bn_relu(channels_in, channels_out, 2, norm),
+                                        *_conv_bn_relu(channels_out, channels_out, 1, norm)))
         self.stages = nn.ModuleList(stages)
         self.dropout = nn.Dropout(0.2)
         self.heads = nn.ModuleDict({head: nn.Linear(widths[-1], len(names)) for head, names in config.labels.items()})
@@ -302,39 +337,72 @@ def has_split(root: Path, split: str) -> bool:
 
 # --------------------------------------------------------------------------------- augmentation
 
-def augment(images: torch.Tensor, flippable: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random crop (zoom 0.85-1, anywhere inside the image), horizontal flip where `flippable`,
-    brightness / contrast / saturation jitter of +-10%. Images in [-1, 1], (N, 3, H, W)."""
-    count = images.shape[0]
+@dataclass(frozen=True)
+class Augmentation:
+    """Per-image draws (on the CPU) of a random crop (zoom 0.85-1, anywhere inside the image), a
+    horizontal flip where the image is flippable, and saturation / contrast / brightness jitter of
+    +-10%."""
 
-    def uniform(low: float, high: float) -> torch.Tensor:
-        return torch.rand(count, generator=generator).mul(high - low).add(low).to(images.device)
+    zoom: torch.Tensor
+    shift_x: torch.Tensor
+    shift_y: torch.Tensor
+    coin: torch.Tensor  # a flip where < 0.5
+    saturation: torch.Tensor
+    contrast: torch.Tensor
+    brightness: torch.Tensor
 
-    zoom = uniform(0.85, 1.0)
-    shift_x, shift_y = uniform(-1, 1) * (1 - zoom), uniform(-1, 1) * (1 - zoom)
-    flip = torch.where((torch.rand(count, generator=generator).to(images.device) < 0.5) & flippable, -1.0, 1.0)
-    theta = torch.zeros(count, 2, 3, device=images.device)
-    theta[:, 0, 0], theta[:, 0, 2] = zoom * flip, shift_x
-    theta[:, 1, 1], theta[:, 1, 2] = zoom, shift_y
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    images = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    grey = images.mean(dim=1, keepdim=True)
-    images = grey + (images - grey) * uniform(0.9, 1.1).view(-1, 1, 1, 1)
-    mean = images.mean(dim=(1, 2, 3), keepdim=True)
-    images = mean + (images - mean) * uniform(0.9, 1.1).view(-1, 1, 1, 1)
-    return (images + uniform(-0.1, 0.1).view(-1, 1, 1, 1)).clamp(-1, 1)
+    @classmethod
+    def draw(cls, count: int, generator: torch.Generator) -> Augmentation:
+        def uniform(low: float, high: float) -> torch.Tensor:
+            return torch.rand(count, generator=generator).mul(high - low).add(low)
+
+        zoom = uniform(0.85, 1.0)
+        shift_x, shift_y = uniform(-1, 1) * (1 - zoom), uniform(-1, 1) * (1 - zoom)
+        coin = torch.rand(count, generator=generator)
+        return cls(zoom, shift_x, shift_y, coin, uniform(0.9, 1.1), uniform(0.9, 1.1), uniform(-0.1, 0.1))
+
+    def shard(self, trainer: runner.Trainer) -> Augmentation:
+        """This process's rows of draws made for the global batch."""
+        return Augmentation(**{part.name: trainer.shard(getattr(self, part.name)) for part in fields(self)})
+
+    def apply(self, images: torch.Tensor, flippable: torch.Tensor) -> torch.Tensor:
+        """The augmented images, in [-1, 1] (N, 3, H, W) as they come."""
+        device = images.device
+        zoom, shift_x, shift_y = self.zoom.to(device), self.shift_x.to(device), self.shift_y.to(device)
+        flip = torch.where((self.coin.to(device) < 0.5) & flippable, -1.0, 1.0)
+        theta = torch.zeros(len(images), 2, 3, device=device)
+        theta[:, 0, 0], theta[:, 0, 2] = zoom * flip, shift_x
+        theta[:, 1, 1], theta[:, 1, 2] = zoom, shift_y
+        grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+        images = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        grey = images.mean(dim=1, keepdim=True)
+        images = grey + (images - grey) * self.saturation.to(device).view(-1, 1, 1, 1)
+        mean = images.mean(dim=(1, 2, 3), keepdim=True)
+        images = mean + (images - mean) * self.contrast.to(device).view(-1, 1, 1, 1)
+        return (images + self.brightness.to(device).view(-1, 1, 1, 1)).clamp(-1, 1)
 
 
 # ------------------------------------------------------------------------------------- training
 
-def classification_loss(logits: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Cross-entropy (label smoothing 0.1) per head over the rows that carry its label."""
+def classification_loss(logits: dict[str, torch.Tensor], targets: dict[str, torch.Tensor],
+                        trainer: runner.Trainer) -> dict[str, torch.Tensor]:
+    """Cross-entropy (label smoothing 0.1) per head over the rows, in all processes, that carry its
+    label: a process's mean over its own such rows, weighted by their share of all of them times the
+    process count (Trainer.step averages the gradients), so the averaged gradient and loss are
+    the mean over every process's rows. A process with none of a head's rows gives it zero (every
+    process must hold gradients for the same parameters); a head no process has rows for is left out."""
+    known = {head: targets[head] != IGNORE for head in logits}
+    counts = torch.stack([rows.sum() for rows in known.values()]).float()
+    totals = trainer.sum_over_processes(counts)
     losses = {}
-    for head, head_logits in logits.items():
-        known = targets[head] != IGNORE
-        if known.any():
-            losses[head] = F.cross_entropy(head_logits[known].float(), targets[head][known],
-                                           label_smoothing=LABEL_SMOOTHING)
+    for (head, rows), count, total in zip(known.items(), counts.tolist(), totals.tolist(), strict=True):
+        if total == 0:
+            continue
+        if count == 0:
+            losses[head] = logits[head].sum() * 0.0
+            continue
+        mean = F.cross_entropy(logits[head][rows].float(), targets[head][rows], label_smoothing=LABEL_SMOOTHING)
+        losses[head] = mean * (count * trainer.processes / total)
     return losses
 
 
@@ -384,7 +452,8 @@ def save_classifier(network: ConvClassifier, config: ClassifierConfig, folder: P
 
 def main(args: argparse.Namespace) -> None:
     widths = parse_widths(args.widths)
-    device = runner.resolve_device(args.device)
+    trainer = runner.Trainer(args)
+    device = trainer.device
     train, labels = load_labelled(args.dataset, "train", args.resolution)
     if not labels:
         raise runner.TrainingInputError(
@@ -393,34 +462,33 @@ def main(args: argparse.Namespace) -> None:
     flippable_rows = torch.from_numpy(train.targets.get("concept", np.full(len(train), IGNORE)) == IGNORE)
     config = ClassifierConfig(args.resolution, widths, labels)
     torch.manual_seed(args.seed)
-    network = ConvClassifier(config)
+    network = ConvClassifier(config, norm=GlobalBatchNorm2d)
     runner.prepare_modules({"classifier": network}, device, args.gradient_checkpointing)
-    optimizer = torch.optim.AdamW(network.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    optimizer = trainer.adamw(network.parameters(), lr=args.lr, weight_decay=args.weight_decay)
 
     def batch(indices: torch.Tensor) -> torch.Tensor:
         return to_network_input(train.images[indices.numpy()], args.resolution, device)
 
     def step(index: int) -> dict[str, float]:
         network.train()
-        indices = runner.batch_indices(len(train), args.batch_size, args.seed, index)
-        generator = runner.step_generator(args.seed, index, stream=1)
-        images = augment(batch(indices), flippable_rows[indices].to(device), generator)
+        indices = trainer.batch_indices(len(train), index)
+        augmentation = Augmentation.draw(trainer.global_batch, runner.step_generator(args.seed, index, stream=1))
+        images = augmentation.shard(trainer).apply(batch(indices), flippable_rows[indices].to(device))
         targets = {head: torch.from_numpy(values[indices.numpy()]).to(device) for head, values in train.targets.items()}
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(index, args.steps, args.lr)
-        with runner.autocast(device):
+        with trainer.autocast():
             logits, _ = network(images)
-        losses = classification_loss(logits, targets)
+        losses = classification_loss(logits, targets, trainer)
         total = sum(losses.values())
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
+        trainer.backward(total)
+        trainer.step(optimizer)
         return {"loss": total.item(), **{head: value.item() for head, value in losses.items()}}
 
     def sample(path: Path) -> None:
         shown = torch.linspace(0, len(train) - 1, min(SAMPLE_COUNT, len(train))).round().long()  # every dataset
-        generator = runner.step_generator(args.seed, 0, stream=2)
-        runner.save_grid(augment(batch(shown), flippable_rows[shown].to(device), generator), path)
+        augmentation = Augmentation.draw(len(shown), runner.step_generator(args.seed, 0, stream=2))
+        runner.save_grid(augmentation.apply(batch(shown), flippable_rows[shown].to(device)), path)
 
     def finish(model_dir: Path) -> dict[str, Any]:
         network.eval()
@@ -438,4 +506,5 @@ def main(args: argparse.Namespace) -> None:
     runner.run_training(args, recipe=RECIPE, modules={"classifier": network}, optimizers={"classifier": optimizer},
                         step=step, sample=sample, finish=finish,
                         config={**config.to_json(), "parameters": parameter_count(network),
-                                "train_images": len(train), "datasets": [str(dataset) for dataset in args.dataset]})
+                                "train_images": len(train), "datasets": [str(dataset) for dataset in args.dataset]},
+                        trainer=trainer)
