@@ -9,6 +9,9 @@ full VAE makes of the same latents, on latents of two kinds each step:
 - the base's own one-step samples (x0 at t = 999) for training captions: what previews decode.
 Decoder loss: L1 to the full VAE's decode (+ optional features of our classifier, --perceptual).
 Encoder loss: MSE to the VAE's scaled latent means (so the folder is a whole autoencoder).
+The one-step rows are spread evenly over the batch (`generated_rows`), so under several processes
+(runner.Trainer) each process makes its share of them and any process count trains on the same rows;
+flips and noise are drawn for the global batch and sharded.
 Writes OUT/model/taesd (config.json + safetensors) and OUT/model/preview.json (the base it serves).
 """
 
@@ -84,23 +87,37 @@ class Teacher:
         self.encode_captions = CaptionEncoder(base)
 
     @torch.no_grad()
-    def encoded(self, images: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """(sampled latents, latent means) of images, both scaled into the UNet's space."""
+    def encoded(self, images: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sampled latents, latent means) of images, both scaled into the UNet's space; noise: one
+        unit-normal latent per image."""
         posterior = self.base.vae.encode(images).latent_dist
-        noise = torch.randn(posterior.mean.shape, generator=generator).to(images.device)
-        sampled = posterior.mean + posterior.std * noise
+        sampled = posterior.mean + posterior.std * noise.to(images.device)
         return sampled * self.base.latent_scale, posterior.mean * self.base.latent_scale
 
     @torch.no_grad()
-    def generated(self, captions: list[str], shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
-        """The base's one-step samples for the captions: x0 from pure noise at t = 999."""
-        noise = torch.randn((len(captions), *shape), generator=generator).to(self.base.device)
+    def generated(self, captions: list[str], noise: torch.Tensor) -> torch.Tensor:
+        """The base's one-step samples for the captions: x0 from pure noise (one unit-normal latent
+        per caption) at t = 999."""
+        noise = noise.to(self.base.device)
         start = self.base.add_noise(torch.zeros_like(noise), noise, FINAL_TIMESTEP)
         return self.base.predict_x0(start, FINAL_TIMESTEP, self.encode_captions(captions))
 
     @torch.no_grad()
     def decoded(self, latents: torch.Tensor) -> torch.Tensor:
         return self.base.vae.decode(latents / self.base.latent_scale).sample.clamp(-1, 1)
+
+
+def unit_noise(count: int, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+    """count unit-normal latents of the shape, drawn on the CPU."""
+    return torch.randn((count, *shape), generator=generator)
+
+
+def generated_rows(count: int, fraction: float) -> torch.Tensor:
+    """Which of a batch's rows are one-step samples (bool, count): `fraction` of them, spread evenly
+    (row j where floor((j + 1) * fraction) passes an integer), so each process's shard of the global
+    batch holds its share and any process count picks the same rows."""
+    rows = torch.arange(count, dtype=torch.float64)
+    return torch.floor((rows + 1) * fraction) > torch.floor(rows * fraction)
 
 
 def psnr_db(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -121,7 +138,6 @@ def main(args: argparse.Namespace) -> None:
     if not 0 <= args.generated_fraction <= 1:
         raise runner.TrainingInputError(f"--generated-fraction {args.generated_fraction} must be in [0, 1]")
     trainer = runner.Trainer(args)
-    runner.check_single_process(trainer, RECIPE, args)  # its step is not sharded yet
     device = trainer.device
     runner.check_out(args.out, RECIPE, args.resume)
     train = load_splits([args.dataset, *args.also], "train", args.resolution)
@@ -140,23 +156,25 @@ def main(args: argparse.Namespace) -> None:
     keep_encoder_inputs_scaled(tiny)
     tiny.train()
     perceptual = load_perceptual(args.perceptual, device)
-    optimizer = torch.optim.AdamW(tiny.parameters(), lr=args.lr, weight_decay=0.0)
+    optimizer = trainer.adamw(tiny.parameters(), lr=args.lr, weight_decay=0.0)
     latent_shape = (latent_channels, args.resolution // 8, args.resolution // 8)
-    generated_count = round(args.batch_size * args.generated_fraction)
     fixed = train.spread(SAMPLE_COUNT)
 
     def step(index: int) -> dict[str, float]:
-        indices = runner.batch_indices(len(train), args.batch_size, args.seed, index)
+        everyone = trainer.global_batch  # per-example draws for the global batch, then this process's rows
+        indices = trainer.batch_indices(len(train), index)
+        generated = trainer.shard(generated_rows(everyone, args.generated_fraction))
         images = train.batch(indices, device)
-        flip = torch.rand(len(images), generator=runner.step_generator(args.seed, index, stream=1)) < 0.5
+        flip = trainer.shard(torch.rand(everyone, generator=runner.step_generator(args.seed, index, stream=1))) < 0.5
         images = torch.where(flip.to(device)[:, None, None, None], images.flip(-1), images)
-        latents, means = teacher.encoded(images, runner.step_generator(args.seed, index, stream=2))
-        if generated_count:
-            captions = [train.captions[i] for i in indices[:generated_count].tolist()]
-            latents = torch.cat([teacher.generated(captions, latent_shape, runner.step_generator(args.seed, index, 3)),
-                                 latents[generated_count:]])
+        noise = trainer.shard(unit_noise(everyone, latent_shape, runner.step_generator(args.seed, index, stream=2)))
+        latents, means = teacher.encoded(images, noise)
+        if generated.any():
+            start = trainer.shard(unit_noise(everyone, latent_shape, runner.step_generator(args.seed, index, 3)))
+            captions = [train.captions[i] for i in indices[generated].tolist()]
+            latents[generated.to(device)] = teacher.generated(captions, start[generated])
         targets = teacher.decoded(latents)
-        with runner.autocast(device):
+        with trainer.autocast():
             decoded = tiny.decode(latents).sample
             encoded = tiny.encode(images).latents
             l1 = (decoded.float() - targets).abs().mean()
@@ -166,19 +184,19 @@ def main(args: argparse.Namespace) -> None:
             if perceptual is not None:
                 losses["perceptual"] = feature_distance(perceptual, decoded.float(), targets)
                 total = total + args.perceptual_weight * losses["perceptual"]
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
+        trainer.backward(total)
+        trainer.step(optimizer)
         return {"total": total.item(), **{name: value.item() for name, value in losses.items()}}
 
     def sample(path: Path) -> None:
         """Rows: full VAE on encoded images, tiny decoder on them, full VAE on one-step samples, tiny on them."""
         tiny.eval()
         images = fixed.batch(torch.arange(len(fixed)), device)
-        encoded, _ = teacher.encoded(images, torch.Generator().manual_seed(0))
-        generated = teacher.generated(fixed.captions, latent_shape, torch.Generator().manual_seed(0))
-        rows = [teacher.decoded(encoded), tiny.decode(encoded).sample, teacher.decoded(generated),
-                tiny.decode(generated).sample]
+        noise = unit_noise(len(fixed), latent_shape, torch.Generator().manual_seed(0))
+        encoded, _ = teacher.encoded(images, noise)
+        one_step = teacher.generated(fixed.captions, noise)
+        rows = [teacher.decoded(encoded), tiny.decode(encoded).sample, teacher.decoded(one_step),
+                tiny.decode(one_step).sample]
         runner.save_grid(torch.cat(rows).float(), path, columns=len(fixed))
 
     def finish(model_dir: Path) -> dict[str, Any]:
@@ -197,7 +215,9 @@ def main(args: argparse.Namespace) -> None:
     runner.run_training(args, recipe=RECIPE, modules={"taesd": tiny}, optimizers={"taesd": optimizer}, step=step,
                         sample=sample, finish=finish,
                         config={"taesd": {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()},
-                                "generated_per_batch": generated_count, "train_images": len(train),
+                                "generated_per_global_batch": int(generated_rows(trainer.global_batch,
+                                                                                 args.generated_fraction).sum()),
+                                "train_images": len(train),
                                 **base_info}, trainer=trainer)
 
 
@@ -211,12 +231,13 @@ def agreement(teacher: Teacher, tiny: AutoencoderTiny, test: CaptionedImages, la
     for start in range(0, len(test), batch_size):
         indices = torch.arange(start, min(len(test), start + batch_size))
         images = test.batch(indices, device)
-        _, means = teacher.encoded(images, torch.Generator().manual_seed(start))
+        noise = unit_noise(len(indices), latent_shape, torch.Generator().manual_seed(start))
+        _, means = teacher.encoded(images, noise)
         full = teacher.decoded(means)
         encoded_psnr.append(psnr_db(tiny.decode(means).sample.clamp(-1, 1), full) * len(indices))
         full_psnr.append(psnr_db(full, images) * len(indices))
-        generated = teacher.generated([test.captions[i] for i in indices.tolist()], latent_shape,
-                                      torch.Generator().manual_seed(start))
+        generated = teacher.generated([test.captions[i] for i in indices.tolist()],
+                                      unit_noise(len(indices), latent_shape, torch.Generator().manual_seed(start)))
         generated_psnr.append(psnr_db(tiny.decode(generated).sample.clamp(-1, 1), teacher.decoded(generated))
                               * len(indices))
     count = len(test)
