@@ -2,7 +2,10 @@
 
 This is the UFOGen sampling idea (the network's x0 prediction at the last timestep is the sample)
 applied to SD-Turbo, with no classifier-free guidance. Sizes that are not multiples of 8 are
-generated at the next multiple of 8 and centre-cropped to the exact size asked for.
+generated at the next multiple of 8 and centre-cropped to the exact size asked for. The noise is
+drawn at the next multiple of the UNet's size multiple (64 px for SD-Turbo) and the UNet's x0
+cropped to the centre before decoding (models.running.latent_padding), so the UNet always sees
+independent noise at a size it runs without interpolating.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import torch
 from diffusers import AutoencoderTiny
 from PIL import Image
 
+from models.running.latent_padding import Padding, padded_side
 from models.running.sd_turbo import FINAL_TIMESTEP
 from models.running.store import ModelStore
 from models.speed.taesd import preview_decode
@@ -30,16 +34,19 @@ def text_to_image(store: ModelStore, prompt: str, *, seed: int = 0, width: int |
     width = check_side(limits.native_side if width is None else width, "width", limits)
     height = check_side(limits.native_side if height is None else height, "height", limits)
     base = store.base
-    padded_width, padded_height = round_up_to_multiple(width), round_up_to_multiple(height)
-    latent_shape = (1, base.unet.config.in_channels, padded_height // LATENT_FACTOR, padded_width // LATENT_FACTOR)
-    # 2. seeded noise: the latent at the final timestep
-    noise = seeded_noise(seed, latent_shape, store.device, store.dtype)
+    multiple = base.unet_multiple
+    latent_height, latent_width = (round_up_to_multiple(side) // LATENT_FACTOR for side in (height, width))
+    padding = Padding.to_multiple(latent_height, latent_width, multiple)  # noise kept: the centre
+    noise_shape = (1, base.unet.config.in_channels, padded_side(latent_height, multiple),
+                   padded_side(latent_width, multiple))
+    # 2. seeded noise: the latent at the final timestep, at the UNet's size
+    noise = seeded_noise(seed, noise_shape, store.device, store.dtype)
     with store.model_call() as call:
         # 3. prompt embeddings (cached)
         embeddings = store.prompt_embeddings(prompt)
         # 4. one UNet step to x0
         start = base.add_noise(torch.zeros_like(noise), noise, FINAL_TIMESTEP)  # x_T = sqrt(1 - abar) * noise
-        latents = call.predict_x0(start, FINAL_TIMESTEP, embeddings)
+        latents = padding.crop(call.predict_x0(start, FINAL_TIMESTEP, embeddings))
         # 5. decode: the full VAE, or TAESD for a live preview
         if preview_decoder is None:
             pixels = call.decode(latents)

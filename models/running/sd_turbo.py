@@ -9,6 +9,7 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from models.running.latent_padding import Padding, unet_multiple
 from models.running.swapped import swapped_parameters
 from models.running.traced_unet import TracedUNet
 from models.running.traced_vae import TracedVAE
@@ -45,6 +46,11 @@ class SDTurbo:
         return float(self.vae.config.scaling_factor)
 
     @property
+    def unet_multiple(self) -> int:
+        """The latent side multiple the UNet runs at (models.running.latent_padding)."""
+        return unet_multiple(self.unet)
+
+    @property
     def max_prompt_tokens(self) -> int:
         return int(self.tokenizer.model_max_length)
 
@@ -61,15 +67,18 @@ class SDTurbo:
         """One UNet call at timestep t, then the epsilon-to-x0 formula (the UFOGen-style one step):
         x0 = (x_t - sqrt(1 - abar_t) * eps) / sqrt(abar_t).
 
-        unet_parameters replace UNet parameters (plain names) for this call only. traced: run the
-        UNet through these traced graphs (only where every layer runs plain: the store's folded
-        calls hand them over)."""
-        sample, embeddings = noisy_latents.to(self.unet_dtype), prompt_embeds.to(self.unet_dtype)
+        Latents whose sides are off the UNet's multiple run reflect-padded to it, and eps is cropped
+        back (models.running.latent_padding). unet_parameters replace UNet parameters (plain names)
+        for this call only. traced: run the UNet through these traced graphs (only where every
+        layer runs plain: the store's folded calls hand them over)."""
+        padding = Padding.to_multiple(*noisy_latents.shape[-2:], self.unet_multiple)
+        sample, embeddings = padding.pad(noisy_latents.to(self.unet_dtype)), prompt_embeds.to(self.unet_dtype)
         if traced is not None:
             eps = traced(sample, self.timestep(t), embeddings, unet_parameters or {})
         else:
             with swapped_parameters(self.unet, unet_parameters or {}):
                 eps = self.unet(sample, self.timestep(t), encoder_hidden_states=embeddings).sample
+        eps = padding.crop(eps)
         alpha_bar = self.alphas_cumprod[t]
         x0 = (noisy_latents.float() - (1 - alpha_bar).sqrt() * eps.float()) / alpha_bar.sqrt()
         return x0.to(self.dtype)
