@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -201,3 +202,17 @@ def test_help_lists_every_recipe_with_its_summary_without_importing_torch() -> N
     for name in RECIPES:
         assert f"    {name}" in result.stdout
     assert "LDM stage 1: train an AutoencoderKL" in result.stdout
+
+
+def test_8bit_adamw_is_refused_clearly_without_cuda_or_bitsandbytes(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """--optimizer adamw8bit imports bitsandbytes only when asked; off CUDA, or without the package,
+    the run stops before training with what to do."""
+    with pytest.raises(runner.TrainingInputError, match="adamw8bit needs CUDA.*use --optimizer adamw"):
+        runner.Trainer(parse(tmp_path / "run", "--optimizer", "adamw8bit"))
+    assert not (tmp_path / "run").exists()
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # importing it raises ImportError
+    with pytest.raises(runner.TrainingInputError, match="needs bitsandbytes, which is not installed: pip install"):
+        runner.adamw_class("adamw8bit", torch.device("cuda"))
+    optimizer = runner.Trainer(parse(tmp_path / "run")).adamw([nn.Parameter(torch.zeros(1))], lr=1e-3)
+    assert type(optimizer) is torch.optim.AdamW
