@@ -15,6 +15,7 @@ from PIL import Image
 from training.__main__ import main as training_main
 from training.classifier import (ClassifierConfig, ConvClassifier, FeatureExtractor, classify, load_classifier,
                                  load_feature_extractor, perceptual_distance)
+from training.evaluate import concept_check
 from training.runner import TrainingInputError
 
 SIZE = 16
@@ -235,7 +236,8 @@ def test_evaluate_measures_present_tasks_and_reports_absent_ones_as_missing(eval
     assert ("day_to_night", f"edge agreement with the input (the same scene rendered night: {ceiling:.2f})") in measures
     reference = text["real_held_out"]  # the classifier on the held-out real emoji: the check's ceiling
     assert reference["images"] == 4 and 0 <= reference["concept_top1"] <= reference["concept_top5"] == 1  # 2 concepts
-    assert ("text_to_image", "prompted concept in top 5 (classifier; real held-out emoji score 1.00)") in measures
+    assert ("text_to_image", "prompted concept in top 5 (classifier; real held-out emoji score 1.000, "
+            "chance 1.0000)") in measures
     table = out.with_suffix(".md").read_text()
     assert results["classifier"]["sha256"][:16] in table and "missing" in table and "| day_to_night |" in table
     assert results["command"].startswith(f"python -m training evaluate {paths['model']} --classifier")
@@ -268,3 +270,10 @@ def test_evaluate_only_some_sections_needs_no_classifier(evaluation_inputs: dict
     shutil.copytree(paths["model"] / "vae", vae_only / "vae")
     training_main(["evaluate", str(vae_only.parent), *common[1:], "--only", "autoencoder"])
     assert json.loads(out.read_text())["autoencoder"]["emoji"]["psnr"] == results["autoencoder"]["emoji"]["psnr"]
+
+
+def test_the_concept_check_asks_half_of_real_and_ten_times_chance() -> None:
+    """1,644 concepts: chance is 0.3%, so 10x chance is 3%; half of a real 40% is 20%."""
+    assert concept_check(0.21, 0.40, 1644).passed and not concept_check(0.19, 0.40, 1644).passed
+    assert concept_check(0.031, 0.04, 1644).passed and not concept_check(0.029, 0.04, 1644).passed
+    assert not concept_check(0.9, None, 1644).passed  # no figure for real images: nothing to judge by
