@@ -71,23 +71,40 @@ class ClassifierConfig:
                    {head: tuple(names) for head, names in data["labels"].items()})
 
 
+def all_reduced(values: torch.Tensor) -> torch.Tensor:
+    """A copy of values summed over the processes."""
+    summed = values.clone()
+    dist.all_reduce(summed)
+    return summed
+
+
+class SumOverProcesses(torch.autograd.Function):
+    """A tensor summed over the processes, its gradient summed back the same way."""
+
+    @staticmethod
+    def forward(ctx: Any, values: torch.Tensor) -> torch.Tensor:
+        return all_reduced(values)
+
+    @staticmethod
+    def backward(ctx: Any, gradient: torch.Tensor) -> torch.Tensor:
+        return all_reduced(gradient)
+
+
 class GlobalBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d that, training in several processes, normalises with the statistics of the batch
-    over all of them (per-channel sums through a differentiable all-reduce), so every process
-    normalises as one process with the global batch would and keeps the same running statistics
-    (torch's SyncBatchNorm does this on GPUs only; this runs on gloo too). Otherwise BatchNorm2d."""
+    over all of them (per-channel sums through SumOverProcesses), so every process normalises as one
+    process with the global batch would and keeps the same running statistics (torch's SyncBatchNorm
+    does this on GPUs only; this runs on gloo too). Otherwise BatchNorm2d."""
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         processes = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         if not self.training or processes == 1:
             return super().forward(images)
-        from torch.distributed.nn.functional import all_reduce  # differentiable
-
         values = images.float()
         count = values.numel() // values.shape[1] * processes  # every process holds as many rows
-        mean = all_reduce(values.sum(dim=(0, 2, 3))) / count
+        mean = SumOverProcesses.apply(values.sum(dim=(0, 2, 3))) / count
         centred = values - mean.view(1, -1, 1, 1)
-        variance = all_reduce(centred.pow(2).sum(dim=(0, 2, 3))) / count
+        variance = SumOverProcesses.apply(centred.pow(2).sum(dim=(0, 2, 3))) / count
         self._track(mean.detach(), variance.detach(), count)
         normalised = centred * torch.rsqrt(variance + self.eps).view(1, -1, 1, 1)
         return (normalised * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)).to(images.dtype)
