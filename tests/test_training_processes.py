@@ -2,12 +2,14 @@
 accelerate launch / torchrun): the loss falls, every process holds the same weights, two processes
 train what one process trains with the same global batch, resume with the same count is exact and
 another count is refused, gradient accumulation equals a larger batch, and a process that raises
-ends the whole run with its message."""
+ends the whole run with its message. Every recipe that trains is launched here at least once."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -17,8 +19,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.test_training_ldm import TINY_VAE, write_shapes_dataset
-from tests.training_turbo_data import SIZE, write_paired
+from models.weights.tiny import write_tiny_hub_layout
+from tests.test_training_classifier import make_dataset
+from tests.test_training_ldm import TINY_LDM, TINY_VAE, write_shapes_dataset
+from tests.test_training_one_step import write_captioned
+from tests.test_training_preview import TINY_PREVIEW
+from tests.training_turbo_data import SIZE, write_paired, write_unpaired
 from training import runner
 from training.__main__ import main as training_main
 
@@ -26,6 +32,15 @@ AUTOENCODER = ["autoencoder", "--resolution", "32", "--crop", "24", "--lr", "3e-
                "--checkpoint-every", "2", "--sample-every", "4", "--device", "cpu", *TINY_VAE]
 PIX2PIX = ["pix2pix-turbo", "--base", "tiny", "--task", "sketch", "--resolution", str(SIZE), "--lr", "1e-3",
            "--checkpoint-every", "3", "--sample-every", "3", "--device", "cpu"]
+LATENT_DIFFUSION = ["latent-diffusion", "--resolution", "32", "--lr", "1e-3", "--checkpoint-every", "2",
+                    "--sample-every", "4", "--device", "cpu", *TINY_LDM]
+ONE_STEP = ["one-step", "--resolution", "64", "--lr", "1e-3", "--checkpoint-every", "3", "--sample-every", "3",
+            "--device", "cpu"]
+CYCLEGAN = ["cyclegan-turbo", "--base", "tiny", "--resolution", str(SIZE), "--rank-unet", "4", "--lr", "1e-3",
+            "--checkpoint-every", "2", "--sample-every", "2", "--device", "cpu"]
+CLASSIFIER = ["classifier", "--resolution", "16", "--widths", "8,16", "--lr", "0.01", "--device", "cpu"]
+PREVIEW = ["preview-decoder", "--base", "tiny", "--resolution", "32", "--lr", "3e-3", "--checkpoint-every", "2",
+           "--sample-every", "2", "--device", "cpu", *TINY_PREVIEW]
 LAUNCH_TIMEOUT_S = 240
 
 
@@ -75,6 +90,23 @@ def session(out: Path) -> dict:
     return json.loads((out / "record.json").read_text())["sessions"][-1]
 
 
+def assert_same_training(two: Path, one: Path, weight_tolerance: float = 1e-3) -> None:
+    """Two processes trained what one process trained with the same global batch: both processes held
+    the same weights at the end, every loss agrees step by step and the weights agree."""
+    record = json.loads((two / "record.json").read_text())
+    assert record["status"] == "finished" and record["processes_identical_at_step"] == record["steps_done"]
+    assert (session(two)["processes"], session(two)["global_batch"]) == (2, session(one)["global_batch"])
+    assert_same_losses(two, one)
+    assert max_difference(weights(two), weights(one)) < weight_tolerance
+
+
+def assert_same_losses(a: Path, b: Path) -> None:
+    for entry_a, entry_b in zip(history(a), history(b), strict=True):
+        assert entry_a.keys() == entry_b.keys()
+        for name in entry_b:
+            assert entry_a[name] == pytest.approx(entry_b[name], rel=1e-3, abs=1e-5), name
+
+
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_shapes_dataset(tmp_path_factory.mktemp("shapes") / "captioned")
@@ -97,16 +129,9 @@ def test_two_processes_train_what_one_process_trains_with_the_global_batch(shape
     assert (two_session["processes"], two_session["global_batch"], two_session["batch_size_per_process"]) == (2, 6, 3)
     assert (one_session["processes"], one_session["global_batch"]) == (1, 6)
     assert len(set(two_session["process_seeds"])) == 2
-    record = json.loads((autoencoder_two / "record.json").read_text())
-    assert record["status"] == "finished" and record["processes_identical_at_step"] == 4  # sha256 of every process
+    assert_same_training(autoencoder_two, one)  # processes_identical_at_step: sha256 of every process
     assert (autoencoder_two / "model" / "vae" / "config.json").is_file()
-    losses_two, losses_one = history(autoencoder_two), history(one)
-    assert losses_two[-1]["l1"] < losses_two[0]["l1"]
-    for entry_two, entry_one in zip(losses_two, losses_one, strict=True):
-        assert entry_two.keys() == entry_one.keys()
-        for name in entry_one:
-            assert entry_two[name] == pytest.approx(entry_one[name], rel=1e-3, abs=1e-5), name
-    assert max_difference(weights(autoencoder_two), weights(one)) < 1e-3
+    assert history(autoencoder_two)[-1]["l1"] < history(autoencoder_two)[0]["l1"]
 
 
 def test_resume_with_two_processes_equals_the_uninterrupted_run(shapes: Path, autoencoder_two: Path,
@@ -155,10 +180,117 @@ def test_pix2pix_turbo_two_processes_equal_one(tmp_path: Path) -> None:
     training_main([*PIX2PIX, "--dataset", str(dataset), "--out", str(one), "--steps", "3", "--batch-size", "4"])
     launched("accelerate", "training", *PIX2PIX, "--dataset", str(dataset), "--out", str(two), "--steps", "3",
              "--batch-size", "2")
-    assert json.loads((two / "record.json").read_text())["processes_identical_at_step"] == 3
-    losses_two, losses_one = history(two), history(one)
-    for entry_two, entry_one in zip(losses_two, losses_one, strict=True):
-        for name in entry_one:
-            assert entry_two[name] == pytest.approx(entry_one[name], rel=1e-3, abs=1e-5), name
-    assert max_difference(weights(two), weights(one)) < 1e-3
+    assert_same_training(two, one)
     assert (two / "model" / "task.json").is_file()
+
+
+@pytest.fixture(scope="module")
+def vae_run(shapes: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("vae") / "vae"
+    training_main([*AUTOENCODER, "--dataset", str(shapes), "--out", str(out), "--steps", "1", "--batch-size", "4"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def ldm_two(shapes: Path, vae_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Four latent-diffusion steps of two processes with 3 images each, through torchrun."""
+    out = tmp_path_factory.mktemp("ldm") / "two"
+    launched("torchrun", "training", *LATENT_DIFFUSION, "--dataset", str(shapes), "--vae", str(vae_run), "--out",
+             str(out), "--steps", "4", "--batch-size", "3")
+    return out
+
+
+@pytest.fixture(scope="module")
+def ldm_one(shapes: Path, vae_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("ldm") / "one"
+    training_main([*LATENT_DIFFUSION, "--dataset", str(shapes), "--vae", str(vae_run), "--out", str(out),
+                   "--steps", "4", "--batch-size", "6"])
+    return out
+
+
+def test_latent_diffusion_two_processes_equal_one(ldm_two: Path, ldm_one: Path) -> None:
+    assert_same_training(ldm_two, ldm_one)
+    assert all(math.isfinite(entry["mse"]) and entry["grad_norm"] > 0 for entry in history(ldm_two))
+    cache = sorted(path.name for path in (ldm_two / "cache").iterdir())
+    assert cache == ["tokenizer", "tokenizer.key", "train_posteriors.safetensors"]  # written once, by the main process
+    shipped, cached = (ldm_two / folder / "tokenizer" / "vocab.json" for folder in ("model", "cache"))
+    assert shipped.read_text() == cached.read_text()
+    assert (ldm_two / "samples" / "step_000004.png").is_file()
+
+
+def test_latent_diffusion_resume_with_two_processes_equals_the_uninterrupted_run(
+        shapes: Path, vae_run: Path, ldm_two: Path, tmp_path: Path) -> None:
+    """The run cut back to its step-2 checkpoint (what an interrupted run leaves) and resumed."""
+    out = tmp_path / "resumed"
+    shutil.copytree(ldm_two, out)
+    for finished in (last_checkpoint(out), out / "model"):
+        shutil.rmtree(finished)
+    common = [*LATENT_DIFFUSION, "--dataset", str(shapes), "--vae", str(vae_run), "--out", str(out),
+              "--batch-size", "3"]
+    launched("torchrun", "training", *common, "--steps", "4", "--resume")
+    assert max_difference(weights(out), weights(ldm_two)) == 0  # the EMA copies included
+    assert history(out) == history(ldm_two)
+    with pytest.raises(runner.TrainingInputError, match="written by a run of 2 process"):
+        training_main([*common, "--steps", "6", "--resume"])
+
+
+def test_latent_diffusion_accumulation_equals_the_larger_batch(shapes: Path, vae_run: Path, ldm_one: Path,
+                                                                tmp_path: Path) -> None:
+    """Two micro-batches of 3 per step train what one batch of 6 trains; the EMA follows each step once."""
+    out = tmp_path / "accumulated"
+    training_main([*LATENT_DIFFUSION, "--dataset", str(shapes), "--vae", str(vae_run), "--out", str(out),
+                   "--steps", "4", "--batch-size", "3", "--gradient-accumulation-steps", "2"])
+    assert session(out)["global_batch"] == 6
+    assert_same_losses(out, ldm_one)  # mse over both micro-batches, grad_norm of the step's gradient
+    assert max_difference(weights(out), weights(ldm_one)) < 5e-4  # float rounding, grown by AdamW's scaling
+
+
+def test_one_step_two_processes_equal_one(tmp_path: Path) -> None:
+    teacher = write_tiny_hub_layout(tmp_path / "teacher")
+    dataset = write_captioned(tmp_path / "captioned")
+    one, two = tmp_path / "one", tmp_path / "two"
+    common = [*ONE_STEP, "--teacher", str(teacher), "--dataset", str(dataset), "--steps", "3"]
+    training_main([*common, "--out", str(one), "--batch-size", "4"])
+    launched("accelerate", "training", *common, "--out", str(two), "--batch-size", "2")
+    assert_same_training(two, one)
+    assert {"d", "adv", "rec"} <= set(history(two)[-1])
+    assert all(math.isfinite(value) for entry in history(two) for value in entry.values())
+    assert sorted(path.name for path in (two / "samples").iterdir()) == [
+        "step_000003.png", "teacher_25_steps.png", "teacher_one_step.png"]
+
+
+def test_cyclegan_turbo_two_processes_equal_one(tmp_path: Path) -> None:
+    dataset = write_unpaired(tmp_path / "unpaired", count=4)
+    one, two = tmp_path / "one", tmp_path / "two"
+    training_main([*CYCLEGAN, "--dataset", str(dataset), "--out", str(one), "--steps", "2", "--batch-size", "2"])
+    launched("torchrun", "training", *CYCLEGAN, "--dataset", str(dataset), "--out", str(two), "--steps", "2",
+             "--batch-size", "1")
+    assert_same_training(two, one)
+    assert json.loads((two / "record.json").read_text())["metrics"]["moved_a2b"] > 0
+
+
+def test_preview_decoder_two_processes_equal_one(shapes: Path, tmp_path: Path) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    training_main([*PREVIEW, "--dataset", str(shapes), "--out", str(one), "--steps", "2", "--batch-size", "4"])
+    launched("torchrun", "training", *PREVIEW, "--dataset", str(shapes), "--out", str(two), "--steps", "2",
+             "--batch-size", "2")
+    assert_same_training(two, one)
+    assert json.loads((two / "record.json").read_text())["config"]["generated_per_global_batch"] == 2
+
+
+def test_classifier_two_processes_share_batch_statistics(tmp_path: Path) -> None:
+    """BatchNorm normalises with the statistics of the batch over both processes: after one step the
+    running statistics are what one process with the global batch keeps (the weights differ: dropout
+    draws from each process's own seed)."""
+    emoji = make_dataset(tmp_path / "emoji", "concept", ("moon", "sun"), 0, {"style": "flat"})
+    scenes = make_dataset(tmp_path / "scenes", "condition", ("night", "day"), 1, {})
+    one, two = tmp_path / "one", tmp_path / "two"
+    common = [*CLASSIFIER, "--dataset", str(emoji), str(scenes), "--steps", "1"]
+    training_main([*common, "--out", str(one), "--batch-size", "16"])
+    launched("torchrun", "training", *common, "--out", str(two), "--batch-size", "8")
+    assert json.loads((two / "record.json").read_text())["processes_identical_at_step"] == 1
+    statistics = {key: value for key, value in weights(two).items() if ".running_" in key}
+    reference = {key: value for key, value in weights(one).items() if ".running_" in key}
+    assert len(statistics) == 6 and max_difference(statistics, reference) < 1e-5
+    assert all(math.isfinite(value) for value in history(two)[0].values())
+    assert history(two)[0]["loss"] == pytest.approx(history(one)[0]["loss"], rel=0.1)
