@@ -6,6 +6,17 @@ in fp32. Runs every task at two sizes (the sketch at three gammas), compares eac
 eager one, counts graphs compiled after warm-up, and prints per-call times and peak memory.
 Exits 1 on any failure. Set TORCH_LOGS=recompiles,cudagraphs to see why a graph was compiled or
 a CUDA graph re-recorded.
+
+The inputs are textured (a patterned photo, a sketch with a grid of strokes), not flat. On a flat
+input the random VAE's GroupNorm groups are nearly constant (their mean far above their spread),
+where float32 statistics decide the image: torch's CPU GroupNorm for channels_last tensors (the
+CPU's VAE layout) computes them 2-4 orders of magnitude less precisely than for NCHW ones, and on
+a blank 512 px edge map and a one-stroke sketch its images were 19-25 dB from eager fp32, while
+eager fp32 was 90 dB from fp64 and the channels_last VAE in fp64 167 dB from NCHW. That measured
+the kernel's rounding on a degenerate input, not whether the path computes the right function.
+On these inputs a float32 shipped path agrees with eager to 56 dB or more, so it must reach
+45 dB; a half-precision one 30 dB. A wrong function still shows: the sketch's conv_in blended at
+gamma 1 whatever the slider says gave 28-29 dB (tests/test_bench_smoke.py injects it).
 """
 
 from __future__ import annotations
@@ -25,8 +36,13 @@ from models.weights.specs import DIRECTIONS
 from pipelines import Studio
 
 SMOKE_GAMMAS = (0.0, 0.4, 1.0)
-MIN_PSNR_DB = 30.0  # against eager fp32: fp16 (or bf16) rounding stays well above this
+# Pass marks against eager fp32. A float32 shipped path (the CPU's) measured 56-85 dB on every call
+# and a conv_in blended at the wrong gamma 28-29 dB; fp16 (or bf16) rounding is expected well
+# above 30 dB (not yet measured on a GPU).
+MIN_PSNR_DB_FLOAT32 = 45.0
+MIN_PSNR_DB_HALF = 30.0
 SMOKE_TASKS = ["sketch_to_image", "edge_to_image", "day_to_night"]
+STROKE_SPACING = 16  # px between the sketch's grid lines
 
 
 @dataclass(frozen=True)
@@ -34,10 +50,20 @@ class SmokeResult:
     name: str
     psnr_db: float
     seconds: float
+    min_psnr_db: float  # the pass mark for the shipped store's dtype
 
     @property
     def passed(self) -> bool:
-        return self.psnr_db >= MIN_PSNR_DB
+        return self.psnr_db >= self.min_psnr_db
+
+    def line(self, scale: str) -> str:
+        verdict = "" if self.passed else f"  FAILED (under {self.min_psnr_db:.0f} dB)"
+        return f"{scale} {self.name}: {self.psnr_db:.1f} dB, {self.seconds * 1000:.0f} ms{verdict}"
+
+
+def min_psnr_db(dtype: torch.dtype) -> float:
+    """The pass mark for a shipped store in this dtype."""
+    return MIN_PSNR_DB_FLOAT32 if dtype == torch.float32 else MIN_PSNR_DB_HALF
 
 
 def psnr_db(a: Image.Image, b: Image.Image) -> float:
@@ -64,13 +90,27 @@ def studios(scale: str, device: torch.device) -> tuple[Studio, Studio]:
     return shipped, eager
 
 
+def smoke_photo(side: int) -> Image.Image:
+    """A 4:3 photo with texture at every scale: two sinusoids and a 16 px checkerboard."""
+    y, x = np.mgrid[0:side * 3 // 4 // 8 * 8, 0:side]
+    channels = (128 + 100 * np.sin(x / 9), 128 + 100 * np.sin(y / 7 + x / 23), 48 + 160 * ((x // 16 + y // 16) % 2))
+    return Image.fromarray(np.stack(channels, axis=-1).astype(np.uint8))
+
+
+def smoke_sketch(side: int) -> np.ndarray:
+    """Dark 2 px strokes on white in a grid, one every STROKE_SPACING px each way."""
+    lines = np.full((side, side), 255, np.uint8)
+    for offset in range(2):
+        lines[offset::STROKE_SPACING, :] = 0
+        lines[:, offset::STROKE_SPACING] = 0
+    return lines
+
+
 def smoke_calls(sides: tuple[int, int]) -> list[tuple[str, Callable[[Studio], Image.Image]]]:
     """Every task at both sides; the sketch at every gamma."""
     calls: list[tuple[str, Callable[[Studio], Image.Image]]] = []
     for side in sides:
-        photo = Image.new("RGB", (side, side * 3 // 4 // 8 * 8), (120, 90, 60))
-        lines = np.full((side, side), 255, np.uint8)
-        lines[side // 4: side * 3 // 4, side // 2] = 0
+        photo, lines = smoke_photo(side), smoke_sketch(side)
         calls.append((f"text_to_image {side}", lambda s, side=side: s.text_to_image("a boat", width=side, height=side)))
         calls.append((f"edit {side}", lambda s, photo=photo: s.edit(photo, "a boat")))
         calls.append((f"edge_to_image {side}", lambda s, photo=photo: s.edge_to_image(photo, "a boat")))
@@ -98,13 +138,13 @@ def run_scale(scale: str, device: torch.device, report: Callable[[str], None]) -
     shipped.warm_up()
     graphs = counters["stats"]["unique_graphs"]
     results = []
+    pass_mark = min_psnr_db(shipped.store.dtype)
     for name, call in smoke_calls((shipped.limits.min_side, native)):
         image, seconds = timed(call, shipped)
-        results.append(SmokeResult(name, psnr_db(image, call(eager)), seconds))
+        results.append(SmokeResult(name, psnr_db(image, call(eager)), seconds, pass_mark))
     new_graphs = counters["stats"]["unique_graphs"] - graphs
     for result in results:
-        report(f"{scale} {result.name}: {result.psnr_db:.1f} dB, {result.seconds * 1000:.0f} ms"
-               f"{'' if result.passed else '  FAILED'}")
+        report(result.line(scale))
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0
     report(f"{scale}: {new_graphs} graphs compiled after warm-up; peak GPU memory {peak:.2f} GiB")
     return new_graphs == 0 and all(result.passed for result in results)
