@@ -75,7 +75,7 @@ stage() {
         --perceptual "$RUNS/classifier" --rank-unet 16 --lr 4e-4 --lr-schedule cosine \
         --steps 2000 --checkpoint-every 100 --sample-every 250 ;;
     preview)
-      train "$RUNS/preview" 1 8 preview-decoder --base "$RUNS/one-step/model" --dataset "$DATA/emoji/captioned" \
+      train "$RUNS/preview" 2 8 preview-decoder --base "$RUNS/one-step/model" --dataset "$DATA/emoji/captioned" \
         --also "$DATA/scenes/captioned" --lr 1e-3 --lr-schedule cosine --steps 1500 \
         --checkpoint-every 250 --sample-every 500 ;;
     export)
