@@ -153,6 +153,8 @@ def test_download_records_the_checksum_and_is_done_once(file_server, tmp_path: P
     download_file(f"{url}/model.pkl", destination)
     assert destination.read_bytes() == payload
     assert recorded_sha256(destination) == hashlib.sha256(payload).hexdigest()
+    # the file and its record, each renamed from its .part name when whole: no .part is left
+    assert sorted(path.name for path in destination.parent.iterdir()) == ["model.pkl", "model.pkl.sha256"]
     (served / "model.pkl").unlink()  # a second call must not touch the network
     assert download_file(f"{url}/model.pkl", destination) == destination
 

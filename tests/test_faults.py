@@ -253,7 +253,6 @@ def test_a_broken_base_file_is_one_message_and_debug_shows_the_traceback(mini: P
     assert status == 1 and "Traceback" in output and "BaseWeightsError" in output
 
 
-@pytest.mark.timing  # under the suite's two workers the process sometimes takes over 60 s to end
 def test_ctrl_c_while_loading_ends_the_process_and_leaves_no_half_written_file(tmp_path: Path) -> None:
     model_dir = write_tiny_hub_layout(tmp_path / "sd-turbo")
     _, unet, vae = build_tiny_networks()

@@ -87,3 +87,22 @@ def test_a_long_call_does_not_keep_the_program_from_exiting() -> None:
     started = time.monotonic()
     subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[1], check=True, timeout=30)
     assert time.monotonic() - started < 20
+
+
+def test_ctrl_c_that_lands_on_the_model_thread_still_interrupts_the_waiting_main_thread() -> None:
+    """CPython runs signal handlers on the main thread only. A SIGINT the kernel hands to the model
+    thread (here raised there, once the main thread waits) must still end the main thread's wait
+    within a moment, not when the call returns a minute later."""
+    script = ("import signal, sys, time\n"
+              "from models.running.model_thread import ModelThread\n"
+              "def load():\n"
+              "    time.sleep(0.5)\n"  # the main thread is waiting by now
+              "    signal.raise_signal(signal.SIGINT)\n"
+              "    time.sleep(60)\n"
+              "try:\n"
+              "    ModelThread().run(load)\n"
+              "except KeyboardInterrupt:\n"
+              "    sys.exit(130)\n")
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[1], timeout=45)
+    assert done.returncode == 130 and time.monotonic() - started < 30

@@ -9,6 +9,13 @@ on this project's 2-core CPU, the mini sketch model at 64 px took 35 ms from the
 had loaded it and 80-130 ms once a second thread had run it, from either thread. Loading the
 models and making every call on one thread keeps one team: 44 ms when called from 8 threads in
 turn through ModelThread.run.
+
+Ctrl-C: CPython runs signal handlers only on the main thread, between bytecodes. A main thread
+that waits for a call (the app's load and warm-up) therefore waits in short timed waits, so it
+raises KeyboardInterrupt within WAKE_S of the signal wherever the signal landed: on the model thread,
+in the instant before the wait began, or on a platform whose lock waits ignore signals (Windows).
+Other threads wait without waking (they never get KeyboardInterrupt, and on a 2-core CPU every
+wake-up would take the interpreter lock from the model thread).
 """
 
 from __future__ import annotations
@@ -16,12 +23,13 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, wait
 from typing import Any, ParamSpec, TypeVar
 
 Params = ParamSpec("Params")
 Result = TypeVar("Result")
 Call = tuple[Future, Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+WAKE_S = 0.1  # how often a waiting main thread wakes to run pending signal handlers (Ctrl-C)
 
 
 class ModelThread:
@@ -60,7 +68,7 @@ class ModelThread:
             if self._closed:
                 raise RuntimeError("the model thread was closed")
             self._calls.put((future, function, args, kwargs))
-        return future.result()
+        return _result_of(future)
 
     def close(self) -> None:
         """Finish the calls already submitted and stop the thread; later calls raise RuntimeError."""
@@ -68,3 +76,12 @@ class ModelThread:
             self._closed = True
             self._calls.put(None)
         self._thread.join()
+
+
+def _result_of(future: Future[Result]) -> Result:
+    """The future's result, or its exception raised here. On the main thread the wait wakes every
+    WAKE_S, so a Ctrl-C raises KeyboardInterrupt here promptly (see the module's docstring)."""
+    if threading.current_thread() is threading.main_thread():
+        while not future.done():
+            wait((future,), timeout=WAKE_S)
+    return future.result()

@@ -75,6 +75,9 @@ def download_file(url: str, destination: Path, expected_sha256: str | None = Non
     if expected and actual != expected:
         partial.unlink()
         raise DownloadError(f"{url}: sha256 {actual} does not match the expected {expected}; the file was removed")
-    destination.with_name(destination.name + ".sha256").write_text(actual + "\n")
+    record = destination.with_name(destination.name + ".sha256")
+    partial_record = record.with_name(record.name + ".part")
+    partial_record.write_text(actual + "\n")
+    partial_record.replace(record)  # like the file itself: never half-written under its real name
     partial.replace(destination)
     return destination
