@@ -69,11 +69,11 @@ stage() {
     sketch|edge)
       train "$RUNS/$1" 1 4 pix2pix-turbo --base "$RUNS/one-step/model" --task "$1" --dataset "$DATA/emoji/$1" \
         --perceptual "$RUNS/classifier" --lr 4e-4 --lr-schedule cosine --gan-start 500 \
-        --steps 3000 --checkpoint-every 250 --sample-every 500 ;;
+        --steps 2000 --checkpoint-every 250 --sample-every 500 ;;
     day-night|clear-rainy)
       train "$RUNS/$1" 1 2 cyclegan-turbo --base "$RUNS/one-step/model" --dataset "$DATA/scenes/${1/-/_}" \
         --perceptual "$RUNS/classifier" --rank-unet 16 --lr 4e-4 --lr-schedule cosine \
-        --steps 2000 --checkpoint-every 100 --sample-every 250 ;;
+        --steps 1200 --checkpoint-every 100 --sample-every 200 ;;
     preview)
       train "$RUNS/preview" 2 8 preview-decoder --base "$RUNS/one-step/model" --dataset "$DATA/emoji/captioned" \
         --also "$DATA/scenes/captioned" --lr 1e-3 --lr-schedule cosine --steps 1500 \
