@@ -16,8 +16,11 @@ from models.weights.base_loading import load_sd_turbo
 from models.weights.tiny import write_tiny_hub_layout
 from training.__main__ import main as training_main
 from tests.training_toy import cpu_trainer
-from training.one_step import (FINAL_TIMESTEP, Discriminator, UFOGenDraws, UFOGenSettings, encode_text,
-                               generator_inputs, sample_discriminator_steps, sample_timesteps, ufogen_step)
+from training.common import load_captioned_images
+from training.latent_diffusion import euler_from_noise
+from training.one_step import (FINAL_TIMESTEP, Discriminator, TeacherTargets, UFOGenDraws, UFOGenSettings,
+                               encode_text, generator_inputs, sample_discriminator_steps, sample_timesteps,
+                               ufogen_step)
 
 RESOLUTION = 64
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 60), "blue": (30, 60, 220), "yellow": (240, 220, 40)}
@@ -127,6 +130,54 @@ def test_run_resumes_exactly_and_the_model_folder_draws_in_one_step(teacher: Pat
     ours = np.asarray(trained.text_to_image("a red circle", seed=3, width=256, height=256), dtype=np.float32)
     theirs = np.asarray(bare.text_to_image("a red circle", seed=3, width=256, height=256), dtype=np.float32)
     assert np.abs(ours - theirs).mean() > 1.0
+
+
+def test_the_generator_learns_the_teachers_samples_from_their_noise(teacher: Path) -> None:
+    torch.manual_seed(0)
+    base = load_sd_turbo(teacher, torch.device("cpu"), torch.float32)
+    unet = base.unet.train().requires_grad_(True)
+    discriminator = Discriminator(unet)
+    text = encode_text(base, ["a red circle", "a blue square", "a green circle", "a yellow square"])
+    noise = torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    start = (1 - base.alphas_cumprod[FINAL_TIMESTEP]).sqrt() * noise
+    targets = TeacherTargets(start, text, torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(4)), 1.0)
+    unet_optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-3)
+    discriminator_optimizer = torch.optim.AdamW(discriminator.parameters(), lr=1e-4, betas=(0.0, 0.999))
+    draws = UFOGenDraws.draw(4, (4, 8, 8), UFOGenSettings(), torch.Generator().manual_seed(2))
+    latents = torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    history = [ufogen_step(unet, discriminator, unet_optimizer, discriminator_optimizer, latents, text,
+                           base.alphas_cumprod, UFOGenSettings(), draws, cpu_trainer(4), teacher=targets).distillation
+               for _ in range(30)]
+    assert all(math.isfinite(value) for value in history)
+    assert history[-1] < 0.5 * history[0], history
+
+
+def test_teacher_pairs_are_made_once_from_the_teacher_and_resume_is_exact(teacher: Path, dataset: Path,
+                                                                           tmp_path: Path) -> None:
+    pairs_flags = ("--distill-pairs", "6", "--distill-steps", "3", "--distill-guidance", "2")
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    run_recipe(teacher, dataset, whole, 4, *pairs_flags)
+    run_recipe(teacher, dataset, split, 2, *pairs_flags)
+    cache = split / "cache" / "teacher_pairs.safetensors"
+    made = cache.stat().st_mtime_ns
+    run_recipe(teacher, dataset, split, 4, *pairs_flags, "--resume")  # the trained UNet must not remake them
+    assert cache.stat().st_mtime_ns == made
+    for name in ("unet", "ema_unet"):
+        first = load_file(str(whole / "checkpoints" / "step_000004" / f"{name}.safetensors"))
+        second = load_file(str(split / "checkpoints" / "step_000004" / f"{name}.safetensors"))
+        assert all(torch.equal(first[key], second[key]) for key in first), name
+
+    pairs = load_file(str(cache))
+    assert pairs["noise"].shape == pairs["latents"].shape == (6, 4, 8, 8)
+    base = load_sd_turbo(teacher, torch.device("cpu"), torch.float32)
+    captions = load_captioned_images(dataset, "train", RESOLUTION).captions
+    text = encode_text(base, [captions[index] for index in pairs["caption_index"].tolist()])
+    expected = euler_from_noise(base.unet, text, encode_text(base, [""] * 6), 3, 2.0, pairs["noise"])
+    assert torch.allclose(pairs["latents"], expected, atol=1e-5)
+    record = json.loads((whole / "record.json").read_text())
+    assert "distill" in record["loss_summary"] and record["config"]["teacher_pairs"]["count"] == 6
+    with pytest.raises(Exception, match="--distill-pairs"):
+        run_recipe(teacher, dataset, tmp_path / "bad", 1, "--distill-pairs", "-1")
 
 
 def test_bad_input_is_refused_before_training(teacher: Path, dataset: Path, tmp_path: Path) -> None:

@@ -200,9 +200,16 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 def euler_samples(unet: UNet2DConditionModel, cond: torch.Tensor, uncond: torch.Tensor, steps: int,
                   guidance: float, generator: torch.Generator, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
     """Multi-step Euler sampling (the SD-Turbo scheduler config) with classifier-free guidance."""
+    return euler_from_noise(unet, cond, uncond, steps, guidance, torch.randn(shape, generator=generator).to(device))
+
+
+@torch.no_grad()
+def euler_from_noise(unet: UNet2DConditionModel, cond: torch.Tensor, uncond: torch.Tensor, steps: int,
+                     guidance: float, noise: torch.Tensor) -> torch.Tensor:
+    """euler_samples from given unit noise: a deterministic function of the noise and the text."""
     scheduler = EulerDiscreteScheduler.from_config(SCHEDULER_CONFIG)
-    scheduler.set_timesteps(steps, device=device)
-    latents = torch.randn(shape, generator=generator).to(device) * scheduler.init_noise_sigma
+    scheduler.set_timesteps(steps, device=noise.device)
+    latents = noise * scheduler.init_noise_sigma
     for t in scheduler.timesteps:
         model_input = scheduler.scale_model_input(torch.cat([latents, latents]), t)
         eps_cond, eps_uncond = unet(model_input, t, encoder_hidden_states=torch.cat([cond, uncond])).sample.chunk(2)

@@ -20,6 +20,13 @@ Choices made here (the paper leaves them open or states them for SD at scale):
   logit per bottleneck location. Non-saturating GAN loss with the authors' logit margin (real
   logits above +m and fake below -m give no further discriminator gradient; the generator stops
   pushing past +m), discriminator Adam betas (0, 0.999), both networks' gradients clipped to 1.
+- Teacher pairs (--distill-pairs N, off by default, not in the paper): the teacher's multi-step
+  Euler samples of N (noise, caption) pairs, made once before training, and an L2 term pulling
+  G(x_T, 999) from the same noise towards them. The UFOGen terms alone regress x0 at t = 999 to the
+  data's mean and leave sharpening to the GAN, which a small model on a CPU budget does not reach
+  (mini's samples stayed textured blobs for 1,000 steps); the teacher's samples are a deterministic
+  function of the noise, so the same step count learns shapes (as Luhman & Luhman's one-step
+  distillation, arXiv 2101.02388, and ADD's distillation term do).
 - The text encoder and the VAE stay frozen (the teacher's); only the UNet and the discriminator
   train. An EMA of the generator (decay 0.99, as the authors sample) is what the grids show and
   OUT/model holds.
@@ -47,14 +54,17 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, UNet2DConditionModel
+from safetensors.torch import load_file, save_file
 from torch import nn
+from tqdm.auto import tqdm
 
 from models.running.sd_turbo import FINAL_TIMESTEP, SDTurbo
 from models.weights.base_loading import load_sd_turbo, load_vae
 from training.common import load_captioned_images
-from training.latent_diffusion import euler_samples, sample_prompts
-from training.runner import (Trainer, TrainingInputError, add_common_arguments, check_out, check_resolution,
-                             prepare_modules, run_model_dir, run_training, save_grid, save_model_folder, step_generator)
+from training.latent_diffusion import euler_from_noise, euler_samples, sample_prompts
+from training.runner import (TMP_PREFIX, Trainer, TrainingInputError, add_common_arguments, check_out, check_resolution,
+                             prepare_modules, prepare_out, run_model_dir, run_training, save_grid, save_model_folder,
+                             step_generator)
 
 RECIPE = "one-step"
 Weighting = Literal["snr", "snr+1"]
@@ -186,6 +196,18 @@ class StepLosses:
     adversarial: float
     reconstruction: float
     generator: float
+    distillation: float = 0.0
+
+
+@dataclass(frozen=True)
+class TeacherTargets:
+    """Teacher pairs for one step (--distill-pairs): the one-step start x_T = sqrt(1 - abar_999) *
+    noise, the text, and the teacher's multi-step sample from that noise (scaled latents)."""
+
+    start: torch.Tensor
+    text: torch.Tensor
+    latents: torch.Tensor
+    weight: float
 
 
 def predict_x0(unet: UNet2DConditionModel, x_t: torch.Tensor, timesteps: torch.Tensor, text: torch.Tensor,
@@ -223,9 +245,10 @@ class UFOGenDraws:
 def ufogen_step(unet: UNet2DConditionModel, discriminator: Discriminator, unet_optimizer: torch.optim.Optimizer,
                 discriminator_optimizer: torch.optim.Optimizer, latents: torch.Tensor, text: torch.Tensor,
                 alphas_cumprod: torch.Tensor, settings: UFOGenSettings, draws: UFOGenDraws, trainer: Trainer,
-                max_grad_norm: float = 1.0) -> StepLosses:
+                max_grad_norm: float = 1.0, teacher: TeacherTargets | None = None) -> StepLosses:
     """One discriminator update, then one generator update, on one batch of scaled latents, with
-    the batch's draws; the updates go through the trainer (gradients averaged over the processes)."""
+    the batch's draws; the updates go through the trainer (gradients averaged over the processes).
+    With `teacher`, the generator's loss adds weight * ||G(x_T, 999) - teacher sample||^2."""
     device = latents.device
     noises = [noise.to(device) for noise in draws.noises]
     timesteps, steps_s = draws.timesteps.to(device), draws.steps_s.to(device)
@@ -253,10 +276,16 @@ def ufogen_step(unet: UNet2DConditionModel, discriminator: Discriminator, unet_o
     squared_error = (x0 - x0_pred).pow(2).mean(dim=tuple(range(1, x0.dim())))
     reconstruction = (gamma * squared_error).mean()
     g_loss = adversarial + settings.reconstruction_lambda * reconstruction
+    distillation = torch.zeros((), device=device)
+    if teacher is not None:
+        final = torch.full((len(teacher.start),), FINAL_TIMESTEP, device=device, dtype=torch.long)
+        predicted = predict_x0(unet, teacher.start.to(device), final, teacher.text, alphas_cumprod)
+        distillation = (predicted - teacher.latents.to(device)).pow(2).mean()
+        g_loss = g_loss + teacher.weight * distillation
     trainer.backward(g_loss)
     trainer.step(unet_optimizer, max_grad_norm)
     discriminator.requires_grad_(True)
-    return StepLosses(d_loss.item(), adversarial.item(), reconstruction.item(), g_loss.item())
+    return StepLosses(d_loss.item(), adversarial.item(), reconstruction.item(), g_loss.item(), distillation.item())
 
 
 # ------------------------------------------------------------------------------------ the recipe
@@ -285,6 +314,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="gamma_t: snr+1 = 1/(1-abar_t), snr = abar_t/(1-abar_t) (default: %(default)s)")
     parser.add_argument("--logit-margin", type=float, default=UFOGenSettings.logit_margin,
                         help="no GAN gradient past this logit (default: %(default)s)")
+    parser.add_argument("--distill-pairs", type=int, default=0, metavar="N",
+                        help="teacher pairs: before training, the teacher samples N (noise, training caption) pairs "
+                             "with --distill-steps Euler steps and guidance --distill-guidance (kept in OUT/cache), and "
+                             "every step adds --distill-weight * ||G(x_T, 999) - teacher sample||^2 on a batch of them: "
+                             "a deterministic target that a small generator learns far faster than the GAN alone "
+                             "(0: UFOGen's losses only; default: %(default)s)")
+    parser.add_argument("--distill-weight", type=float, default=1.0, help="(default: %(default)s)")
+    parser.add_argument("--distill-steps", type=int, default=TEACHER_SAMPLING_STEPS, help="(default: %(default)s)")
+    parser.add_argument("--distill-guidance", type=float, default=TEACHER_GUIDANCE, help="(default: %(default)s)")
     parser.add_argument("--vae", type=Path, default=None, metavar="RUN_OR_DIR",
                         help="a VAE in the teacher's latent space (same encoder, e.g. an autoencoder "
                              "--decoder-only run) to decode the samples and to ship in OUT/model instead of the teacher's")
@@ -379,6 +417,50 @@ def teacher_references(base: SDTurbo, prompts: Sequence[str], latent_side: int, 
                 wanted[1]: base.vae.decode(torch.cat(multi) / base.latent_scale).sample}
 
 
+PAIRS_FILE = "teacher_pairs.safetensors"
+PAIRS_BATCH = 64
+
+
+def teacher_pairs(base: SDTurbo, captions: Sequence[str], count: int, latent_shape: Sequence[int], seed: int,
+                  steps: int, guidance: float) -> dict[str, torch.Tensor]:
+    """`count` pairs: unit noise, a training caption (its index) and the teacher's Euler sample from
+    that noise and caption (scaled latents, on the CPU); a pure function of its arguments."""
+    generator = torch.Generator().manual_seed(seed)
+    caption_index = torch.randint(len(captions), (count,), generator=generator)
+    noise = torch.randn((count, *latent_shape), generator=generator)
+    latents = []
+    for start in tqdm(range(0, count, PAIRS_BATCH), desc="teacher pairs", unit="batch"):
+        picked = caption_index[start:start + PAIRS_BATCH].tolist()
+        text = encode_text(base, [captions[index] for index in picked])
+        empty = encode_text(base, [""] * len(picked))
+        chunk = noise[start:start + PAIRS_BATCH].to(base.device)
+        latents.append(euler_from_noise(base.unet, text, empty, steps, guidance, chunk).float().cpu())
+    return {"noise": noise, "caption_index": caption_index, "latents": torch.cat(latents)}
+
+
+def cached_teacher_pairs(args: argparse.Namespace, base: SDTurbo, captions: Sequence[str],
+                         latent_shape: Sequence[int]) -> Path:
+    """OUT/cache/teacher_pairs.safetensors, made once by the main process with the teacher's UNet
+    (before any checkpoint is restored) and kept while its settings are the same."""
+    prepare_out(args.out, RECIPE, args.resume)
+    path = args.out / "cache" / PAIRS_FILE
+    key = {"count": str(args.distill_pairs), "steps": str(args.distill_steps),
+           "guidance": str(args.distill_guidance), "seed": str(args.seed), "captions": str(len(captions))}
+    if path.is_file():
+        from safetensors import safe_open
+
+        with safe_open(path, "pt") as handle:
+            if handle.metadata() == key:
+                return path
+    tensors = teacher_pairs(base, captions, args.distill_pairs, latent_shape, args.seed,
+                            args.distill_steps, args.distill_guidance)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(TMP_PREFIX + path.name)
+    save_file(tensors, temp, metadata=key)
+    os.replace(temp, path)
+    return path
+
+
 def save_grid_atomic(images: torch.Tensor, path: Path, columns: int) -> None:
     temp = path.with_name(f".tmp-{path.name}")
     save_grid(images, temp, columns=columns)
@@ -398,6 +480,9 @@ def main(args: argparse.Namespace) -> None:
     settings = settings_from(args)
     if not 0.0 <= args.ema_decay < 1.0:
         raise TrainingInputError(f"--ema-decay {args.ema_decay} must be in [0, 1)")
+    if args.distill_pairs < 0 or args.distill_steps < 1 or args.distill_weight < 0:
+        raise TrainingInputError(f"--distill-pairs {args.distill_pairs} and --distill-weight {args.distill_weight} "
+                                 f"must be >= 0, --distill-steps {args.distill_steps} >= 1")
     trainer = Trainer(args)
     device = trainer.device
     folder = teacher_folder(args.teacher)
@@ -409,6 +494,10 @@ def main(args: argparse.Namespace) -> None:
         base.vae = same_latent_space_vae(args.vae, base.vae).to(device).eval().requires_grad_(False)
     prompts = sample_prompts(data.captions)
     latent_side = args.resolution // latent_factor(base)
+    pairs = None
+    if args.distill_pairs:
+        shape = (base.unet.config.in_channels, latent_side, latent_side)
+        pairs = load_file(trainer.from_main(lambda: cached_teacher_pairs(args, base, data.captions, shape)))
     teacher_grids = (teacher_references(base, prompts, latent_side, args.seed, args.out / "samples")
                      if trainer.is_main else {})  # only the main process writes samples
     unet = base.unet  # the generator: the teacher's UNet, trained in place
@@ -430,10 +519,21 @@ def main(args: argparse.Namespace) -> None:
         draws = UFOGenDraws.draw(trainer.global_batch, latent_shape, settings, step_generator(args.seed, index))
         with trainer.autocast():
             losses = ufogen_step(unet, discriminator, unet_optimizer, discriminator_optimizer, latents, text,
-                                 base.alphas_cumprod, settings, draws.shard(trainer), trainer)
+                                 base.alphas_cumprod, settings, draws.shard(trainer), trainer,
+                                 teacher=teacher_targets(index))
         if trainer.updating:
             update_ema(ema_unet, unet, min(args.ema_decay, (1 + index) / (10 + index)))
-        return {"d": losses.discriminator, "adv": losses.adversarial, "rec": losses.reconstruction}
+        shown = {"d": losses.discriminator, "adv": losses.adversarial, "rec": losses.reconstruction}
+        return {**shown, "distill": losses.distillation} if pairs is not None else shown
+
+    def teacher_targets(index: int) -> TeacherTargets | None:
+        """This process's share of the step's teacher pairs (epochs over the pairs, their own order)."""
+        if pairs is None:
+            return None
+        picked = trainer.batch_indices(len(pairs["noise"]), index, seed=args.seed + 1)
+        start = (1 - base.alphas_cumprod[FINAL_TIMESTEP]).sqrt().cpu() * pairs["noise"][picked]
+        text = encode_text(base, [data.captions[i] for i in pairs["caption_index"][picked].tolist()])
+        return TeacherTargets(start.to(device), text, pairs["latents"][picked].to(device), args.distill_weight)
 
     def sample(path: Path) -> None:
         for reference, grid in teacher_grids.items():
@@ -452,4 +552,7 @@ def main(args: argparse.Namespace) -> None:
                  step=step, sample=sample, finish=finish,
                  config={**asdict(settings), "teacher": str(folder), "text_encoder": "frozen (the teacher's)",
                          "vae": str(args.vae) if args.vae else "frozen (the teacher's)", "discriminator_lr": args.discriminator_lr or args.lr,
-                         "ema_decay": args.ema_decay, "sample_prompts": prompts}, trainer=trainer)
+                         "ema_decay": args.ema_decay, "sample_prompts": prompts,
+                         "teacher_pairs": {"count": args.distill_pairs, "weight": args.distill_weight,
+                                           "steps": args.distill_steps, "guidance": args.distill_guidance}},
+                 trainer=trainer)
