@@ -7,7 +7,11 @@ The project's classifier is not shipped, so nothing here uses it; the full measu
 between what random weights of the same classes score (the stand-in of tests/mini_folder.py at
 mini's native side, loaded here as `random_mini`) and what the data itself scores:
 
-- text to image: the prompted colour shows (a red heart is redder than a blue heart, a red apple
+- autoencoder (the issue-20 gate's measure on drawings of the data's style): flat red, orange,
+  yellow, green, blue and purple shapes come back with their hue, PSNR >= 24 dB and mean colour
+  within 10 grey levels;
+- text to image: the 18 colour prompts of the gate ("a red heart" ... "a purple square") draw their
+  colour at one seed; the prompted colour shows (a red heart is redder than a blue heart, a red apple
   than a green apple) and the image is not noise: its high-frequency energy, relative to its
   contrast, is low (emoji of the data: at most about 0.2; random weights: about 0.6; noise: 0.87);
   the live preview, decoded by the shipped tiny preview decoder (taesd/), is close to the final
@@ -32,12 +36,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from models.weights.base_loading import load_vae
 from models.weights.sources import default_mini_dir
 from pipelines import Studio
 from tests.mini_folder import write_fake_mini
+from training.colour import colour_prompts, dominant_hue, hue_accuracy, mean_colour_error
 from training.data.scenes import render, sample_layout
+from training.evaluate import reconstruct
 
 SEEDS = (0, 1)
 COLOUR_PAIRS = (("a red heart", "a blue heart", 2), ("a red apple", "a green apple", 1))  # (warm, cool, channel)
@@ -45,6 +53,9 @@ MIN_COLOUR_GAP = 20.0  # mean of (red - that channel) over the image, warm minus
 MAX_NOISINESS = 0.4  # high-frequency energy / contrast; data <= 0.2, random weights 0.6
 NOISINESS_VS_RANDOM = 0.7  # and at most this fraction of random weights' value
 MIN_PREVIEW_PSNR = 18.0  # dB, live preview (taesd/) against the final image (full VAE); shipped 23.4, random 2.1
+MAX_AUTOENCODER_COLOUR_MOVE = 10.0  # grey levels, mean over the drawings (the gate's limit)
+MIN_AUTOENCODER_PSNR = 24.0  # dB on the drawings (the gate's held-out limit)
+MIN_COLOUR_WORDS_OBEYED = 0.75  # share of the 18 colour prompts whose dominant hue is right (the gate: 0.9 over 3 seeds)
 SKETCH_PROMPT = "a grinning face"
 FACE_YELLOW = (252, 234, 43)  # OpenMoji's face colour
 MIN_LINE_CONTRAST = 30.0  # grey levels: lines darker than the rest of the drawing
@@ -128,6 +139,56 @@ def edge_correlation(a: Image.Image | np.ndarray, b: Image.Image | np.ndarray) -
     return float(np.corrcoef(first, second)[0, 1])
 
 
+# --- autoencoder ---------------------------------------------------------------------------------
+
+SHAPE_COLOURS = {"red": (221, 46, 68), "orange": (244, 144, 12), "yellow": (253, 203, 88),
+                 "green": (120, 177, 89), "blue": (85, 172, 238), "purple": (170, 142, 214)}  # Twemoji's hearts
+
+
+def flat_shapes(side: int) -> tuple[np.ndarray, list[str]]:
+    """Emoji-like drawings, one per colour word: a filled disc, square or heart outlined in black on white."""
+    images = []
+    for index, (word, rgb) in enumerate(SHAPE_COLOURS.items()):
+        image = np.full((side, side, 3), 255, np.uint8)
+        centre, radius = (side // 2, side // 2), int(side * 0.36)
+        if index % 3 == 0:
+            cv2.circle(image, centre, radius, rgb, -1, cv2.LINE_AA)
+            cv2.circle(image, centre, radius, (0, 0, 0), max(2, side // 48), cv2.LINE_AA)
+        elif index % 3 == 1:
+            corner = side // 2 - radius
+            cv2.rectangle(image, (corner, corner), (side - corner, side - corner), rgb, -1)
+            cv2.rectangle(image, (corner, corner), (side - corner, side - corner), (0, 0, 0), max(2, side // 48))
+        else:
+            lobe = radius // 2
+            for x in (side // 2 - lobe, side // 2 + lobe):
+                cv2.circle(image, (x, side // 2 - lobe // 2), lobe, rgb, -1, cv2.LINE_AA)
+            tip = np.array([[side // 2 - 2 * lobe, side // 2], [side // 2 + 2 * lobe, side // 2],
+                            [side // 2, side // 2 + 2 * lobe]], np.int32)
+            cv2.fillPoly(image, [tip], rgb, cv2.LINE_AA)
+        images.append(image)
+    return np.stack(images), list(SHAPE_COLOURS)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "the shipped mini's autoencoder turns colours orange: hues back as red, orange x5; PSNR 15.0 dB, mean colour "
+    "moved 76 grey levels (the retrained vae-ft: every hue kept, 29.3 dB, 3.7); strict: the retrained weights make "
+    "this pass, and then the mark must go"))
+def test_the_autoencoder_keeps_colours_and_detail() -> None:
+    """The VAE every task decodes through: a red disc comes back red (the gate's measure, on drawings
+    of the data's style; the held-out figures are in assets/mini/EVALUATION.md)."""
+    folder = default_mini_dir()
+    if not folder.exists():
+        pytest.skip(f"no mini models at {folder}")
+    originals, words = flat_shapes(128)
+    reconstructions = reconstruct(load_vae(folder), originals, torch.device("cpu"))
+    hues = [dominant_hue(image) for image in reconstructions]
+    assert hues == words, f"colours came back as {hues}"
+    moved = float(mean_colour_error(originals, reconstructions).mean())
+    psnr = 10 * np.log10(255**2 / float(((pixels(originals) - pixels(reconstructions)) ** 2).mean()))
+    assert moved < MAX_AUTOENCODER_COLOUR_MOVE and psnr > MIN_AUTOENCODER_PSNR, \
+        f"mean colour moved {moved:.1f} grey levels, PSNR {psnr:.1f} dB"
+
+
 # --- text to image -------------------------------------------------------------------------------
 
 @pytest.mark.xfail(strict=True, reason=(
@@ -141,6 +202,19 @@ def test_the_prompted_colour_shows(mini: Studio, warm: str, cool: str, channel: 
         return average([warmth(mini.text_to_image(prompt, seed=seed), channel) for seed in SEEDS])
     gap = mean_warmth(warm) - mean_warmth(cool)
     assert gap > MIN_COLOUR_GAP, f"{warm!r} is only {gap:.1f} grey levels warmer than {cool!r}"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "the shipped mini draws every colour prompt orange but the orange ones: 0.17 of the 18 obeyed; strict: the "
+    "retrained weights make this pass, and then the mark must go"))
+def test_colour_words_are_obeyed(mini: Studio) -> None:
+    """The gate's 18 prompts (6 colour words with heart, circle and square) at one seed: the dominant hue is right."""
+    prompts = colour_prompts()
+    images = [pixels(mini.text_to_image(prompt, seed=0)).astype(np.uint8) for prompt, _ in prompts]
+    share = hue_accuracy(images, [word for _, word in prompts])
+    wrong = [f"{prompt}: {dominant_hue(image)}" for (prompt, word), image in zip(prompts, images)
+             if dominant_hue(image) != word]
+    assert share >= MIN_COLOUR_WORDS_OBEYED, f"{share:.2f} of the colour words obeyed; wrong: {wrong}"
 
 
 def test_text_to_image_is_not_noise(mini: Studio, random_mini: Studio) -> None:
