@@ -228,7 +228,7 @@ def test_evaluate_measures_present_tasks_and_reports_absent_ones_as_missing(eval
     ceiling = night["reference"]["edge_agreement"]  # the input's edges against the same scene at night
     assert 0 <= ceiling <= 1
     assert set(results["missing"]) == {"edge_to_image", "night_to_day", "clear_to_rainy", "rainy_to_clear"}
-    assert "was not found" in results["missing"]["night_to_day"]
+    assert "night2day.safetensors" in results["missing"]["night_to_day"]
     assert results["edit"]["status"] == "measured"
     assert set(results["edit"]["strengths"]) == {"0.2", "0.4", "0.6", "0.8", "1.0"}
     measures = {(check["task"], check["measure"]) for check in results["checks"]}
@@ -270,6 +270,20 @@ def test_evaluate_only_some_sections_needs_no_classifier(evaluation_inputs: dict
     shutil.copytree(paths["model"] / "vae", vae_only / "vae")
     training_main(["evaluate", str(vae_only.parent), *common[1:], "--only", "autoencoder"])
     assert json.loads(out.read_text())["autoencoder"]["emoji"]["psnr"] == results["autoencoder"]["emoji"]["psnr"]
+
+
+def test_evaluate_serves_a_run_folder_at_its_own_side(tmp_path: Path) -> None:
+    """A run's model/ folder (mini's 128 px, here tiny's 64) is measured as the app serves it with
+    --source mini, at its native side, not at SD-Turbo's 512 px limits; SD-Turbo's own configs stay local."""
+    from models.weights.tiny import write_tiny_hub_layout
+    from training.evaluate import source_for
+
+    folder = write_tiny_hub_layout(tmp_path / "model")
+    assert source_for(folder) == "mini"
+    config_file = folder / "unet" / "config.json"
+    config = json.loads(config_file.read_text())
+    config_file.write_text(json.dumps({**config, "sample_size": config["sample_size"] * 512 // 64}))
+    assert source_for(folder) == "local"
 
 
 def test_the_concept_check_asks_half_of_real_and_ten_times_chance() -> None:

@@ -510,11 +510,15 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def source_for(model_dir: Path) -> str:
-    """`mini` for a folder `python -m training export` wrote (its native side and tasks are its own,
-    as the app serves it with --source mini), else `local` (SD-Turbo's layout and limits)."""
-    from models.weights.sources import EXPORT_RECORD
+    """`mini` for a folder `python -m training export` wrote or one whose configs give another side
+    than SD-Turbo's (a run's model/ folder: its native side is its own, as the app serves it with
+    --source mini), else `local` (SD-Turbo's layout and limits)."""
+    from models.weights.sources import EXPORT_RECORD, configured_native_side
+    from models.weights.specs import SD_TURBO
 
-    return "mini" if (model_dir / EXPORT_RECORD).is_file() else "local"
+    if (model_dir / EXPORT_RECORD).is_file() or configured_native_side(model_dir) != SD_TURBO.native_side:
+        return "mini"
+    return "local"
 
 
 def main(args: argparse.Namespace) -> None:
