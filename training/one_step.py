@@ -54,6 +54,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, UNet2DConditionModel
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
@@ -447,8 +448,6 @@ def cached_teacher_pairs(args: argparse.Namespace, base: SDTurbo, captions: Sequ
     key = {"count": str(args.distill_pairs), "steps": str(args.distill_steps),
            "guidance": str(args.distill_guidance), "seed": str(args.seed), "captions": str(len(captions))}
     if path.is_file():
-        from safetensors import safe_open
-
         with safe_open(path, "pt") as handle:
             if handle.metadata() == key:
                 return path
@@ -533,7 +532,7 @@ def main(args: argparse.Namespace) -> None:
         picked = trainer.batch_indices(len(pairs["noise"]), index, seed=args.seed + 1)
         start = (1 - base.alphas_cumprod[FINAL_TIMESTEP]).sqrt().cpu() * pairs["noise"][picked]
         text = encode_text(base, [data.captions[i] for i in pairs["caption_index"][picked].tolist()])
-        return TeacherTargets(start.to(device), text, pairs["latents"][picked].to(device), args.distill_weight)
+        return TeacherTargets(start, text, pairs["latents"][picked], args.distill_weight)  # ufogen_step moves them
 
     def sample(path: Path) -> None:
         for reference, grid in teacher_grids.items():
