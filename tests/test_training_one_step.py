@@ -19,10 +19,11 @@ from tests.training_toy import cpu_trainer
 from training.common import load_captioned_images
 from training.latent_diffusion import euler_from_noise
 from training.one_step import (FINAL_TIMESTEP, Discriminator, TeacherTargets, UFOGenDraws, UFOGenSettings,
-                               encode_text, generator_inputs, sample_discriminator_steps, sample_timesteps,
-                               ufogen_step)
+                               encode_text, generator_inputs, one_step_images, sample_discriminator_steps,
+                               sample_timesteps, ufogen_step)
 
 RESOLUTION = 64
+SERVED_SIDE = 256  # the smallest side the app draws
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 60), "blue": (30, 60, 220), "yellow": (240, 220, 40)}
 
 
@@ -132,8 +133,10 @@ def test_run_resumes_exactly_and_the_model_folder_draws_in_one_step(teacher: Pat
     assert np.abs(ours - theirs).mean() > 1.0
 
 
-def test_the_generator_learns_the_teachers_samples_from_their_noise(teacher: Path) -> None:
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_the_generator_learns_the_teachers_samples_from_their_noise(teacher: Path, prediction_type: str) -> None:
     torch.manual_seed(0)
+    settings = UFOGenSettings(prediction_type=prediction_type)
     base = load_sd_turbo(teacher, torch.device("cpu"), torch.float32)
     unet = base.unet.train().requires_grad_(True)
     discriminator = Discriminator(unet)
@@ -143,10 +146,10 @@ def test_the_generator_learns_the_teachers_samples_from_their_noise(teacher: Pat
     targets = TeacherTargets(start, text, torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(4)), 1.0)
     unet_optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-3)
     discriminator_optimizer = torch.optim.AdamW(discriminator.parameters(), lr=1e-4, betas=(0.0, 0.999))
-    draws = UFOGenDraws.draw(4, (4, 8, 8), UFOGenSettings(), torch.Generator().manual_seed(2))
+    draws = UFOGenDraws.draw(4, (4, 8, 8), settings, torch.Generator().manual_seed(2))
     latents = torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(1))
     history = [ufogen_step(unet, discriminator, unet_optimizer, discriminator_optimizer, latents, text,
-                           base.alphas_cumprod, UFOGenSettings(), draws, cpu_trainer(4), teacher=targets).distillation
+                           base.alphas_cumprod, settings, draws, cpu_trainer(4), teacher=targets).distillation
                for _ in range(30)]
     assert all(math.isfinite(value) for value in history)
     assert history[-1] < 0.5 * history[0], history
@@ -178,6 +181,39 @@ def test_teacher_pairs_are_made_once_from_the_teacher_and_resume_is_exact(teache
     assert "distill" in record["loss_summary"] and record["config"]["teacher_pairs"]["count"] == 6
     with pytest.raises(Exception, match="--distill-pairs"):
         run_recipe(teacher, dataset, tmp_path / "bad", 1, "--distill-pairs", "-1")
+
+
+def test_a_v_prediction_student_is_drawn_by_the_app_as_it_was_trained(teacher: Path, dataset: Path,
+                                                                        tmp_path: Path) -> None:
+    from pipelines.studio import Studio
+
+    out = tmp_path / "v"
+    run_recipe(teacher, dataset, out, 2, "--prediction-type", "v_prediction")
+    scheduler = json.loads((out / "model" / "scheduler" / "scheduler_config.json").read_text())
+    assert scheduler["prediction_type"] == "v_prediction"
+    assert json.loads((out / "record.json").read_text())["config"]["prediction_type"] == "v_prediction"
+
+    served = load_sd_turbo(out / "model", torch.device("cpu"), torch.float32)
+    text = encode_text(served, ["a red circle"])
+    with torch.no_grad():
+        trained = {kind: one_step_images(served, served.unet, text, [3], SERVED_SIDE // 8, kind)
+                   for kind in ("v_prediction", "epsilon")}
+    studio = Studio.load(source="local", model_dir=out / "model", device="cpu", tasks=())
+    drawn = torch.from_numpy(np.asarray(studio.text_to_image("a red circle", seed=3, width=SERVED_SIDE,
+                                                             height=SERVED_SIDE), dtype=np.float32))
+    as_pixels = {kind: ((images[0].permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5) for kind, images in trained.items()}
+    assert (drawn - as_pixels["v_prediction"]).abs().mean() < 1.0
+    assert (drawn - as_pixels["epsilon"]).abs().mean() > 5.0
+
+
+def test_a_teacher_that_is_not_epsilon_is_refused(teacher: Path, dataset: Path, tmp_path: Path) -> None:
+    from training.runner import TrainingInputError
+
+    odd = write_tiny_hub_layout(tmp_path / "v-teacher")
+    path = odd / "scheduler" / "scheduler_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "prediction_type": "v_prediction"}))
+    with pytest.raises(TrainingInputError, match="prediction_type 'v_prediction'"):
+        run_recipe(odd, dataset, tmp_path / "out", 1)
 
 
 def test_bad_input_is_refused_before_training(teacher: Path, dataset: Path, tmp_path: Path) -> None:

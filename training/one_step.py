@@ -27,6 +27,12 @@ Choices made here (the paper leaves them open or states them for SD at scale):
   (mini's samples stayed textured blobs for 1,000 steps); the teacher's samples are a deterministic
   function of the noise, so the same step count learns shapes (as Luhman & Luhman's one-step
   distillation, arXiv 2101.02388, and ADD's distillation term do).
+- What the UNet outputs (--prediction-type, not in the paper): the teacher predicts epsilon, and at
+  t = 999 x0 = (x_T - sqrt(1 - abar) * eps) / sqrt(abar) divides by sqrt(abar_999) ~ 0.068, so a small
+  UNet's epsilon errors come out 15x as speckle (mini's teacher read in one step is all speckle).
+  With v_prediction the student's output is read as v = sqrt(abar) * eps - sqrt(1 - abar) * x0
+  (x0 ~ -v at t = 999, no magnification); OUT/model/scheduler records it and the app reads x0 the
+  same way (models.running.sd_turbo.x0_from_prediction).
 - The text encoder and the VAE stay frozen (the teacher's); only the UNet and the discriminator
   train. An EMA of the generator (decay 0.99, as the authors sample) is what the grids show and
   OUT/model holds.
@@ -45,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -59,7 +66,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from models.running.sd_turbo import FINAL_TIMESTEP, SDTurbo
+from models.running.sd_turbo import FINAL_TIMESTEP, PREDICTION_TYPES, SDTurbo, x0_from_prediction
 from models.weights.base_loading import load_sd_turbo, load_vae
 from training.common import load_captioned_images
 from training.latent_diffusion import euler_from_noise, euler_samples, sample_prompts
@@ -81,6 +88,7 @@ class UFOGenSettings:
     reconstruction_lambda: float = 1.0
     weighting: Weighting = "snr+1"
     logit_margin: float = 0.5
+    prediction_type: str = "epsilon"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.final_step_fraction <= 1.0:
@@ -93,6 +101,8 @@ class UFOGenSettings:
             raise ValueError(f"--weighting: {self.weighting!r} is not one of {', '.join(WEIGHTINGS)}")
         if self.logit_margin <= 0:
             raise ValueError(f"--logit-margin: {self.logit_margin} must be > 0")
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"--prediction-type: {self.prediction_type!r} is not one of {', '.join(PREDICTION_TYPES)}")
 
 
 class Discriminator(nn.Module):
@@ -141,12 +151,6 @@ def noise_forward(x0: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor
     """q(x_t | x0): sqrt(abar_t) * x0 + sqrt(1 - abar_t) * noise, abar_t per sample."""
     alpha_bar = _per_sample(alpha_bar, x0)
     return alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
-
-
-def x0_from_epsilon(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
-    """The epsilon-to-x0 formula models/sd_turbo.py samples with, abar_t per sample."""
-    alpha_bar = _per_sample(alpha_bar, x_t)
-    return (x_t - (1 - alpha_bar).sqrt() * eps) / alpha_bar.sqrt()
 
 
 def reconstruction_weights(alpha_bar: torch.Tensor, weighting: Weighting) -> torch.Tensor:
@@ -212,10 +216,12 @@ class TeacherTargets:
 
 
 def predict_x0(unet: UNet2DConditionModel, x_t: torch.Tensor, timesteps: torch.Tensor, text: torch.Tensor,
-               alphas_cumprod: torch.Tensor) -> torch.Tensor:
-    """G(x_t, t): one UNet call read as x0 through the epsilon-to-x0 formula (in float32)."""
-    eps = unet(x_t, timesteps, encoder_hidden_states=text).sample
-    return x0_from_epsilon(x_t.float(), eps.float(), alphas_cumprod[timesteps])
+               alphas_cumprod: torch.Tensor, prediction_type: str) -> torch.Tensor:
+    """G(x_t, t): one UNet call read as x0 as the app reads it (x0_from_prediction, in float32),
+    abar_t per sample."""
+    output = unet(x_t, timesteps, encoder_hidden_states=text).sample
+    alpha_bar = _per_sample(alphas_cumprod[timesteps], x_t)
+    return x0_from_prediction(x_t.float(), output.float(), alpha_bar, prediction_type)
 
 
 @dataclass(frozen=True)
@@ -256,7 +262,7 @@ def ufogen_step(unet: UNet2DConditionModel, discriminator: Discriminator, unet_o
     x0 = latents.float()
 
     x_t = generator_inputs(x0, noises[0], timesteps, alphas_cumprod)
-    x0_pred = predict_x0(unet, x_t, timesteps, text, alphas_cumprod)
+    x0_pred = predict_x0(unet, x_t, timesteps, text, alphas_cumprod, settings.prediction_type)
     alpha_bar_s = alphas_cumprod[steps_s]
     real_s = noise_forward(x0, noises[1], alpha_bar_s)
     fake_s = noise_forward(x0_pred, noises[2], alpha_bar_s)
@@ -280,7 +286,8 @@ def ufogen_step(unet: UNet2DConditionModel, discriminator: Discriminator, unet_o
     distillation = torch.zeros((), device=device)
     if teacher is not None:
         final = torch.full((len(teacher.start),), FINAL_TIMESTEP, device=device, dtype=torch.long)
-        predicted = predict_x0(unet, teacher.start.to(device), final, teacher.text, alphas_cumprod)
+        predicted = predict_x0(unet, teacher.start.to(device), final, teacher.text, alphas_cumprod,
+                               settings.prediction_type)
         distillation = (predicted - teacher.latents.to(device)).pow(2).mean()
         g_loss = g_loss + teacher.weight * distillation
     trainer.backward(g_loss)
@@ -315,6 +322,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="gamma_t: snr+1 = 1/(1-abar_t), snr = abar_t/(1-abar_t) (default: %(default)s)")
     parser.add_argument("--logit-margin", type=float, default=UFOGenSettings.logit_margin,
                         help="no GAN gradient past this logit (default: %(default)s)")
+    parser.add_argument("--prediction-type", choices=PREDICTION_TYPES, default=UFOGenSettings.prediction_type,
+                        help="what the one-step UNet outputs, written to OUT/model/scheduler for the app to read: "
+                             "epsilon (SD-Turbo's, the teacher's), v_prediction or sample. At t = 999 the epsilon "
+                             "reading divides by sqrt(abar_999) ~ 0.068, so a small UNet's errors come out 15x as "
+                             "speckle; v_prediction gives x0 = -v there (default: %(default)s)")
     parser.add_argument("--distill-pairs", type=int, default=0, metavar="N",
                         help="teacher pairs: before training, the teacher samples N (noise, training caption) pairs "
                              "with --distill-steps Euler steps and guidance --distill-guidance (kept in OUT/cache), and "
@@ -357,7 +369,7 @@ def same_latent_space_vae(path: Path, teacher_vae: AutoencoderKL) -> Autoencoder
 def settings_from(args: argparse.Namespace) -> UFOGenSettings:
     try:
         return UFOGenSettings(args.final_step_fraction, args.discriminator_gap, args.reconstruction_lambda,
-                              args.weighting, args.logit_margin)
+                              args.weighting, args.logit_margin, args.prediction_type)
     except ValueError as error:
         raise TrainingInputError(str(error)) from error
 
@@ -382,14 +394,14 @@ def start_noise(shape: tuple[int, ...], seed: int, device: torch.device) -> torc
 
 
 def one_step_images(base: SDTurbo, unet: UNet2DConditionModel, text: torch.Tensor, seeds: Sequence[int],
-                    latent_side: int) -> torch.Tensor:
+                    latent_side: int, prediction_type: str) -> torch.Tensor:
     """The app's one-step sampler: x_T = sqrt(1 - abar_999) * noise, x0 = G(x_T, 999), decode."""
     images = []
     for seed in seeds:
         noise = start_noise((text.shape[0], unet.config.in_channels, latent_side, latent_side), seed, base.device)
         start = (1 - base.alphas_cumprod[FINAL_TIMESTEP]).sqrt() * noise
         timesteps = torch.full((text.shape[0],), FINAL_TIMESTEP, device=base.device, dtype=torch.long)
-        latents = predict_x0(unet, start, timesteps, text, base.alphas_cumprod)
+        latents = predict_x0(unet, start, timesteps, text, base.alphas_cumprod, prediction_type)
         images.append(base.vae.decode(latents / base.latent_scale).sample)
     return torch.cat(images)
 
@@ -414,7 +426,7 @@ def teacher_references(base: SDTurbo, prompts: Sequence[str], latent_side: int, 
         multi = [euler_samples(base.unet, text, empty, TEACHER_SAMPLING_STEPS, TEACHER_GUIDANCE,
                                torch.Generator().manual_seed(seed + extra), shape, base.device)
                  for extra in SAMPLE_SEEDS]
-        return {wanted[0]: one_step_images(base, base.unet, text, SAMPLE_SEEDS, latent_side),
+        return {wanted[0]: one_step_images(base, base.unet, text, SAMPLE_SEEDS, latent_side, base.prediction_type),
                 wanted[1]: base.vae.decode(torch.cat(multi) / base.latent_scale).sample}
 
 
@@ -489,6 +501,10 @@ def main(args: argparse.Namespace) -> None:
     torch.manual_seed(args.seed)
 
     base = load_sd_turbo(folder, device, torch.float32)
+    if base.prediction_type != "epsilon":
+        raise TrainingInputError(f"{folder}: the teacher's scheduler says prediction_type "
+                                 f"{base.prediction_type!r}; its multi-step sampling here reads an epsilon UNet "
+                                 f"(a latent-diffusion run's model, or SD-Turbo)")
     if args.vae is not None:
         base.vae = same_latent_space_vae(args.vae, base.vae).to(device).eval().requires_grad_(False)
     prompts = sample_prompts(data.captions)
@@ -539,11 +555,14 @@ def main(args: argparse.Namespace) -> None:
             if not reference.is_file():
                 save_grid_atomic(grid, reference, len(prompts))
         text = encode_text(base, prompts)
-        save_grid(one_step_images(base, ema_unet, text, SAMPLE_SEEDS, latent_side), path, len(prompts))
+        save_grid(one_step_images(base, ema_unet, text, SAMPLE_SEEDS, latent_side, settings.prediction_type), path,
+                  len(prompts))
 
     def finish(model_dir: Path) -> dict[str, Any]:
         vae = base.vae if args.vae is not None else None
-        save_model_folder(model_dir, unet=ema_unet, vae=vae, base_dir=folder, scheduler_config=None)
+        scheduler = {**json.loads((folder / "scheduler" / "scheduler_config.json").read_text()),
+                     "prediction_type": settings.prediction_type}
+        save_model_folder(model_dir, unet=ema_unet, vae=vae, base_dir=folder, scheduler_config=scheduler)
         return {"teacher": str(folder), "sample_prompts": prompts}
 
     run_training(args, recipe=RECIPE, modules=modules,

@@ -15,6 +15,22 @@ from models.running.traced_unet import TracedUNet
 from models.running.traced_vae import TracedVAE
 
 FINAL_TIMESTEP = 999
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+
+
+def x0_from_prediction(noisy_latents: torch.Tensor, output: torch.Tensor, alpha_bar: torch.Tensor,
+                       prediction_type: str) -> torch.Tensor:
+    """x0 from the UNet's output read as the scheduler config's prediction_type says (diffusers'
+    meanings): "epsilon" the noise (SD-Turbo), "v_prediction" v = sqrt(abar) * eps - sqrt(1 - abar) * x0,
+    "sample" x0 itself. alpha_bar broadcasts against the latents. At t = 999 the epsilon reading
+    divides by sqrt(abar) ~ 0.068 and so magnifies the UNet's errors 15x; the other two do not."""
+    if prediction_type == "epsilon":
+        return (noisy_latents - (1 - alpha_bar).sqrt() * output) / alpha_bar.sqrt()
+    if prediction_type == "v_prediction":
+        return alpha_bar.sqrt() * noisy_latents - (1 - alpha_bar).sqrt() * output
+    if prediction_type == "sample":
+        return output
+    raise ValueError(f"prediction_type {prediction_type!r} is not one of {', '.join(PREDICTION_TYPES)}")
 
 
 @dataclass
@@ -35,11 +51,15 @@ class SDTurbo:
     dtype: torch.dtype
     unet_dtype: torch.dtype | None = None  # None: dtype
     vae_dtype: torch.dtype | None = None  # None: dtype
+    prediction_type: str = "epsilon"  # what the UNet outputs (the scheduler config's), see x0_from_prediction
     _timesteps: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.unet_dtype = self.unet_dtype or self.dtype
         self.vae_dtype = self.vae_dtype or self.dtype
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"the scheduler's prediction_type {self.prediction_type!r} is not one of "
+                             f"{', '.join(PREDICTION_TYPES)}")
 
     @property
     def latent_scale(self) -> float:
@@ -64,23 +84,22 @@ class SDTurbo:
     def predict_x0(self, noisy_latents: torch.Tensor, t: int, prompt_embeds: torch.Tensor,
                    unet_parameters: Mapping[str, torch.Tensor] | None = None,
                    traced: TracedUNet | None = None) -> torch.Tensor:
-        """One UNet call at timestep t, then the epsilon-to-x0 formula (the UFOGen-style one step):
-        x0 = (x_t - sqrt(1 - abar_t) * eps) / sqrt(abar_t).
+        """One UNet call at timestep t, read as x0 (the UFOGen-style one step) through
+        x0_from_prediction; for SD-Turbo (epsilon) x0 = (x_t - sqrt(1 - abar_t) * eps) / sqrt(abar_t).
 
-        Latents whose sides are off the UNet's multiple run reflect-padded to it, and eps is cropped
+        Latents whose sides are off the UNet's multiple run reflect-padded to it, and the output is cropped
         back (models.running.latent_padding). unet_parameters replace UNet parameters (plain names)
         for this call only. traced: run the UNet through these traced graphs (only where every
         layer runs plain: the store's folded calls hand them over)."""
         padding = Padding.to_multiple(*noisy_latents.shape[-2:], self.unet_multiple)
         sample, embeddings = padding.pad(noisy_latents.to(self.unet_dtype)), prompt_embeds.to(self.unet_dtype)
         if traced is not None:
-            eps = traced(sample, self.timestep(t), embeddings, unet_parameters or {})
+            output = traced(sample, self.timestep(t), embeddings, unet_parameters or {})
         else:
             with swapped_parameters(self.unet, unet_parameters or {}):
-                eps = self.unet(sample, self.timestep(t), encoder_hidden_states=embeddings).sample
-        eps = padding.crop(eps)
-        alpha_bar = self.alphas_cumprod[t]
-        x0 = (noisy_latents.float() - (1 - alpha_bar).sqrt() * eps.float()) / alpha_bar.sqrt()
+                output = self.unet(sample, self.timestep(t), encoder_hidden_states=embeddings).sample
+        output = padding.crop(output)
+        x0 = x0_from_prediction(noisy_latents.float(), output.float(), self.alphas_cumprod[t], self.prediction_type)
         return x0.to(self.dtype)
 
     def encode(self, pixels: torch.Tensor, traced: TracedVAE | None = None) -> torch.Tensor:

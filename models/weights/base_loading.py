@@ -12,7 +12,7 @@ from safetensors import SafetensorError
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from models.running.sd_turbo import SDTurbo
+from models.running.sd_turbo import PREDICTION_TYPES, SDTurbo
 from models.weights.checkpoints import CheckpointError, check_safetensors
 from models.weights.configs import SCHEDULER_CONFIG
 from models.weights.tiny import build_tiny_networks, write_tiny_tokenizer
@@ -67,7 +67,8 @@ def assemble_sd_turbo(tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel, une
         module.eval().requires_grad_(False).to(device)
         if next(module.parameters()).dtype != dtype:
             module.to(dtype=dtype)
-    return SDTurbo(tokenizer, text_encoder, unet, vae, _alphas_cumprod(scheduler, device), device, dtype)
+    return SDTurbo(tokenizer, text_encoder, unet, vae, _alphas_cumprod(scheduler, device), device, dtype,
+                   prediction_type=str(scheduler.config.get("prediction_type", "epsilon")))
 
 
 def _weights_variant(directory: Path, subfolder: str, filename: str, dtype: torch.dtype) -> str | None:
@@ -116,6 +117,10 @@ def load_sd_turbo(directory: Path, device: torch.device, dtype: torch.dtype) -> 
     vae = _component(weights_file(directory, "vae", dtype=dtype), lambda: load_vae(directory, "vae", dtype))
     scheduler = _component(directory / "scheduler",
                            lambda: DDPMScheduler.from_pretrained(directory, subfolder="scheduler"))
+    prediction_type = scheduler.config.get("prediction_type", "epsilon")
+    if prediction_type not in PREDICTION_TYPES:
+        raise BaseWeightsError(directory / "scheduler", f"prediction_type {prediction_type!r} is not one of "
+                                                        f"{', '.join(PREDICTION_TYPES)}")
     return assemble_sd_turbo(tokenizer, text_encoder, unet, vae, scheduler, device, dtype)
 
 
