@@ -20,15 +20,22 @@ RUNS=${RUNS:-/work/runs}
 PYTHON=${PYTHON:-.venv/bin/python}
 mkdir -p "$RUNS"
 
-finished() {  # a run whose record says it reached its --steps
-  [ -f "$1/record.json" ] && grep -q '"status": "finished"' "$1/record.json"
+finished() {  # finished RUN STEPS: the run's record says it has done STEPS steps (a larger --steps continues it)
+  [ -f "$1/record.json" ] && "$PYTHON" -c 'import json, sys; record = json.load(open(sys.argv[1]))
+sys.exit(0 if record.get("status") == "finished" and record.get("steps_done", 0) >= int(sys.argv[2]) else 1)' \
+    "$1/record.json" "$2"
+}
+
+steps_of() {  # the value of --steps among the arguments
+  while [ $# -gt 1 ]; do [ "$1" = --steps ] && { echo "$2"; return; }; shift; done
+  echo 0
 }
 
 train() {  # train RUN PROCESSES GLOBAL_BATCH RECIPE FLAGS...: resume RUN, or skip it when it has finished
   # PROCESSES > 1: that many processes of one thread each (torchrun), each with its share of the batch;
   # bench/results/training_processes.json says which recipes train faster so on two cores
   local run=$1 processes=$2 batch=$3; shift 3
-  if finished "$run"; then echo "== $run: finished"; return; fi
+  if finished "$run" "$(steps_of "$@")"; then echo "== $run: finished"; return; fi
   echo "== $run ($processes process(es), global batch $batch): $*"
   if [ "$processes" -gt 1 ]; then
     OMP_NUM_THREADS=1 "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$processes" \
@@ -56,8 +63,8 @@ stage() {
     ldm)
       train "$RUNS/ldm" 2 64 latent-diffusion --vae "$RUNS/vae-ft" --dataset "$DATA/emoji/captioned" \
         --unet-channels 32,64,128,128 --norm-groups 16 --head-channels 32 --text-width 128 --text-layers 2 \
-        --text-heads 4 --lr 5e-4 --lr-schedule cosine --ema-decay 0.999 --steps 4000 \
-        --checkpoint-every 250 --sample-every 500 ;;
+        --text-heads 4 --lr 5e-4 --lr-schedule cosine --ema-decay 0.999 --steps 10000 \
+        --checkpoint-every 250 --sample-every 1000 ;;
     one-step)
       # with teacher pairs: UFOGen's losses alone left textured blobs after 1,000 of 3,000 steps here
       train "$RUNS/one-step" 1 16 one-step --teacher "$RUNS/ldm" --dataset "$DATA/emoji/captioned" \

@@ -249,6 +249,9 @@ def test_evaluate_measures_present_tasks_and_reports_absent_ones_as_missing(eval
     following = results["prompt_following"]
     assert len(following["colour_share_per_prompt"]) == 18 and 0 <= following["colour_obeyed"] <= 1
     assert following["seed_difference"] > 0  # random weights still vary with the seed
+    teacher = following["teacher"]  # the multi-step teacher on the same 18 prompts: a reference, not a check
+    assert teacher["steps"] == 2 and len(teacher["colour_share_per_prompt"]) == 18
+    assert 0 <= teacher["colour_obeyed"] <= 1
 
 
 def test_evaluate_only_some_sections_needs_no_classifier(evaluation_inputs: dict[str, Path],

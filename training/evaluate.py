@@ -224,10 +224,28 @@ def evaluate_prompt_following(studio: Any, args: argparse.Namespace, checks: lis
     ratio = across_prompts / max(across_seeds, 1e-9)
     checks.append(Check("text_to_image", "different prompts differ: prompt-to-prompt / seed-to-seed difference",
                         ratio, ">= 0.5", ratio >= 0.5))
-    return {"status": "measured", "size": size, "seeds": COLOUR_SEEDS, "colour_obeyed": obeyed,
-            "colour_share_per_prompt": per_prompt, "real_emoji_hue_accuracy": real_accuracy,
-            "real_emoji_images": len(real), "prompt_difference": across_prompts, "seed_difference": across_seeds,
-            "prompt_to_seed_ratio": ratio}
+    result = {"status": "measured", "size": size, "seeds": COLOUR_SEEDS, "colour_obeyed": obeyed,
+              "colour_share_per_prompt": per_prompt, "real_emoji_hue_accuracy": real_accuracy,
+              "real_emoji_images": len(real), "prompt_difference": across_prompts, "seed_difference": across_seeds,
+              "prompt_to_seed_ratio": ratio}
+    if args.teacher is not None:
+        result["teacher"] = teacher_colour_following(args, size, studio.device)
+    return result
+
+
+def teacher_colour_following(args: argparse.Namespace, size: int, device: torch.device) -> dict[str, Any]:
+    """The multi-step teacher on the same colour prompts and seeds count: what one step is distilled
+    from (a reference beside the check, not a check)."""
+    rows = colour_prompts()
+    prompts = [prompt for prompt, _ in rows for _ in range(COLOUR_SEEDS)]
+    images = teacher_images(args.teacher, prompts, args.teacher_steps, args.teacher_guidance, size, device)
+    per_prompt = {prompt: hue_accuracy(list(images[index * COLOUR_SEEDS:(index + 1) * COLOUR_SEEDS]),
+                                       [colour] * COLOUR_SEEDS)
+                  for index, (prompt, colour) in enumerate(rows)}
+    return {"folder": str(args.teacher), "steps": args.teacher_steps, "sampler": "DDIM",
+            "guidance": args.teacher_guidance,
+            "colour_obeyed": float(np.mean([share > 0.5 for share in per_prompt.values()])),
+            "colour_share_per_prompt": per_prompt}
 
 
 # ------------------------------------------------------------------------------- text to image
