@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from training.colour import (COLOUR_WORDS, colour_prompts, dominant_hue, hue_accuracy, mean_colour_error,
-                             mean_pairwise_difference)
+from training.colour import (COLOUR_WORDS, colour_prompts, colour_variants, dominant_hue, hue_accuracy,
+                             mean_colour_error, mean_pairwise_difference, recaptioned)
 
 EMOJI_COLOURS = {"red": (221, 46, 68), "orange": (244, 144, 12), "yellow": (253, 203, 88), "green": (120, 177, 89),
                  "blue": (85, 172, 238), "purple": (170, 142, 214)}  # Twemoji's hearts
@@ -58,3 +58,30 @@ def test_mean_pairwise_difference() -> None:
     images = np.stack([np.zeros((4, 4, 3), np.uint8), np.full((4, 4, 3), 10, np.uint8), np.full((4, 4, 3), 40, np.uint8)])
     assert mean_pairwise_difference(images) == pytest.approx((10 + 40 + 30) / 3)
     assert mean_pairwise_difference(images[:1].repeat(3, 0)) == 0
+
+
+def test_a_coloured_heart_gets_one_variant_per_other_colour_word_recaptioned() -> None:
+    red = heart(EMOJI_COLOURS["red"])
+    images, captions = colour_variants([red], ["a red heart"])
+    assert captions == ["an orange heart", "a yellow heart", "a green heart", "a blue heart", "a purple heart"]
+    for image, caption in zip(images, captions):
+        assert dominant_hue(image) == caption.split()[1]
+        background = (red == 255).all(-1)
+        assert (image[background] == 255).all()  # white stays white: only the hue turns
+        assert np.array_equal((image == 255).all(-1), background)  # the shape is where it was
+
+
+def test_only_captions_with_one_colour_word_that_the_image_shows_get_variants() -> None:
+    blue, grey = heart(EMOJI_COLOURS["blue"]), heart((128, 128, 128))
+    rows = [(blue, "a heart"), (blue, "a red heart"), (grey, "a blue heart"), (blue, "a red and blue flag")]
+    images, captions = colour_variants([image for image, _ in rows], [caption for _, caption in rows])
+    assert images == [] and captions == []
+    _, captions = colour_variants([blue], ["A light blue heart"])
+    assert "A light purple heart" in captions and len(captions) == 5
+
+
+def test_recaptioning_keeps_the_article_right() -> None:
+    assert recaptioned("a red heart", "red", "orange") == "an orange heart"
+    assert recaptioned("An orange circle", "orange", "blue") == "A blue circle"
+    assert recaptioned("red apple", "red", "green") == "green apple"
+    assert recaptioned("a redwood tree and a red car", "red", "blue") == "a redwood tree and a blue car"

@@ -147,6 +147,23 @@ def test_latent_diffusion_resume_equals_uninterrupted(dataset: Path, autoencoder
         assert all(torch.equal(a[key], b[key]) for key in a), name
 
 
+def test_colour_variants_train_on_recoloured_copies_with_the_originals_tokenizer(
+        dataset: Path, autoencoder_run: Path, tmp_path: Path) -> None:
+    common = ("--lr", "1e-3", "--batch-size", "8", "--checkpoint-every", "2", "--sample-every", "100")
+    training_main(ldm_args(dataset, autoencoder_run, tmp_path / "plain", "--steps", "2", *common))
+    training_main(ldm_args(dataset, autoencoder_run, tmp_path / "plain", "--steps", "4", "--resume",
+                           "--colour-variants", *common))  # a resumed run may add the variants
+    summary = record(tmp_path / "plain")
+    originals = 4 * len(SHAPES) * 3  # 4 colours x 2 shapes x 3 positions in train
+    assert summary["config"]["train_images"] == originals
+    assert summary["config"]["colour_variants"] == originals * 5  # every image: the 5 other colour words
+    cache = tmp_path / "plain" / "cache"
+    assert load_file(cache / "train_posteriors.safetensors")["mean"].shape[0] == originals * 6
+    training_main(ldm_args(dataset, autoencoder_run, tmp_path / "fresh", "--steps", "1", *common))
+    key = (cache / "tokenizer.key").read_text()
+    assert key == (tmp_path / "fresh" / "cache" / "tokenizer.key").read_text()  # learned from the data's own captions
+
+
 def test_bad_input_is_refused_before_training(dataset: Path, autoencoder_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "never"
     with pytest.raises(runner.TrainingInputError, match="--resolution 60 is not a multiple of 8"):

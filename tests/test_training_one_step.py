@@ -206,6 +206,16 @@ def test_a_v_prediction_student_is_drawn_by_the_app_as_it_was_trained(teacher: P
     assert (drawn - as_pixels["epsilon"]).abs().mean() > 5.0
 
 
+def test_colour_variants_join_the_data_and_the_teacher_pairs_captions(teacher: Path, dataset: Path,
+                                                                      tmp_path: Path) -> None:
+    out = tmp_path / "variants"
+    run_recipe(teacher, dataset, out, 1, "--colour-variants", "--distill-pairs", "64", "--distill-steps", "1")
+    config = json.loads((out / "record.json").read_text())["config"]
+    assert config["train_images"] == len(COLOURS) * 2 and config["colour_variants"] == len(COLOURS) * 2 * 5
+    pairs = load_file(str(out / "cache" / "teacher_pairs.safetensors"))
+    assert int(pairs["caption_index"].max()) >= len(COLOURS) * 2  # some pairs are drawn for variant captions
+
+
 def test_a_teacher_that_is_not_epsilon_is_refused(teacher: Path, dataset: Path, tmp_path: Path) -> None:
     from training.runner import TrainingInputError
 

@@ -8,6 +8,7 @@ hue this module names right, beside the generated images' share.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import cv2
@@ -31,6 +32,12 @@ def colour_prompts() -> list[tuple[str, str]]:
             for shape in COLOUR_SHAPES for colour in COLOUR_WORDS]
 
 
+def hsv_degrees(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Hue in degrees [0, 360), saturation and value in [0, 1] of an RGB uint8 image (float32)."""
+    hsv = cv2.cvtColor(np.ascontiguousarray(image[..., :3]), cv2.COLOR_RGB2HSV_FULL).astype(np.float32)
+    return hsv[..., 0] * (360.0 / 256.0), hsv[..., 1] / 255.0, hsv[..., 2] / 255.0
+
+
 def hue_name(degrees: np.ndarray) -> np.ndarray:
     """The colour word of each hue (degrees in [0, 360))."""
     names = np.empty(degrees.shape, dtype=object)
@@ -43,8 +50,7 @@ def hue_name(degrees: np.ndarray) -> np.ndarray:
 def dominant_hue(image: np.ndarray) -> str | None:
     """The colour word covering most of an RGB uint8 image's saturated pixels, or None when fewer
     than 2% of its pixels have a hue at all."""
-    hsv = cv2.cvtColor(np.ascontiguousarray(image[..., :3]), cv2.COLOR_RGB2HSV_FULL).astype(np.float32)
-    hue, saturation, value = hsv[..., 0] * (360.0 / 256.0), hsv[..., 1] / 255.0, hsv[..., 2] / 255.0
+    hue, saturation, value = hsv_degrees(image)
     coloured = (saturation >= MIN_SATURATION) & (value >= MIN_VALUE)
     if coloured.mean() < 0.02:
         return None
@@ -85,3 +91,66 @@ def mean_pairwise_difference(images: np.ndarray) -> float:
         total += float(np.abs(flat[index + 1:] - flat[index]).mean(1).sum())
         pairs += len(flat) - index - 1
     return total / pairs
+
+
+# ------------------------------------------------------------------------------ colour variants
+
+HUE_CENTRES: dict[str, float] = {
+    name: ((start + ((end - start) % 360.0) / 2.0) % 360.0) for name, (start, end) in HUE_RANGES.items()}
+COLOUR_WORD_PATTERN = re.compile(r"\b(" + "|".join(COLOUR_WORDS) + r")\b")
+
+
+def rotate_hue(image: np.ndarray, degrees: float) -> np.ndarray:
+    """The RGB uint8 image with every pixel's hue turned by `degrees` (white, grey and black,
+    which have no saturation, stay as they are)."""
+    hsv = cv2.cvtColor(np.ascontiguousarray(image[..., :3]), cv2.COLOR_RGB2HSV_FULL)
+    shift = int(round(degrees * 256.0 / 360.0))
+    hsv[..., 0] = ((hsv[..., 0].astype(np.int32) + shift) % 256).astype(np.uint8)
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB_FULL)
+
+
+def named_hue_mean(image: np.ndarray, colour: str) -> float:
+    """Circular mean hue (degrees) of the image's saturated pixels that `colour` names."""
+    hue, saturation, value = hsv_degrees(image)
+    coloured = (saturation >= MIN_SATURATION) & (value >= MIN_VALUE)
+    hues = hue[coloured][hue_name(hue[coloured]) == colour]
+    radians = np.deg2rad(hues)
+    return float(np.rad2deg(np.arctan2(np.sin(radians).mean(), np.cos(radians).mean())) % 360.0)
+
+
+def recaptioned(caption: str, source: str, target: str) -> str:
+    """The caption with its colour word `source` replaced by `target`, "a" / "an" before it agreeing."""
+    def replace(match: re.Match[str]) -> str:
+        article = match.group(1)
+        if article is None:
+            return target
+        vowel = target[0] in "aeiou"
+        capital = article[0] == "A"
+        return f"{('An' if vowel else 'A') if capital else ('an' if vowel else 'a')} {target}"
+
+    return re.sub(rf"\b(?:([Aa]n?) )?{source}\b", replace, caption, count=1)
+
+
+def colour_variants(images: Sequence[np.ndarray], captions: Sequence[str]) -> tuple[list[np.ndarray], list[str]]:
+    """Hue-turned copies of every image whose caption names exactly one of COLOUR_WORDS and whose
+    dominant hue is that colour, one per other colour word, recaptioned with it ("a red heart" ->
+    "a blue heart", the image's red turned blue); a copy whose dominant hue does not come out as its
+    new word is dropped. Colour words are in few captions (about 3% of the emoji's), too few for a
+    small text-to-image model to learn them; each copy is a pair that differs in the colour alone."""
+    new_images, new_captions = [], []
+    for image, caption in zip(images, captions, strict=True):
+        words = set(COLOUR_WORD_PATTERN.findall(caption))
+        if len(words) != 1:
+            continue
+        source = words.pop()
+        if dominant_hue(image) != source:
+            continue
+        centre = named_hue_mean(image, source)
+        for target in COLOUR_WORDS:
+            if target == source:
+                continue
+            turned = rotate_hue(image, HUE_CENTRES[target] - centre)
+            if dominant_hue(turned) == target:
+                new_images.append(turned)
+                new_captions.append(recaptioned(caption, source, target))
+    return new_images, new_captions

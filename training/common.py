@@ -64,3 +64,19 @@ def parse_widths(text: str) -> tuple[int, ...]:
     if not widths or min(widths) < 1:
         raise TrainingInputError(f"{text!r}: widths must be positive integers")
     return widths
+
+
+def with_colour_variants(data: CaptionedImages) -> CaptionedImages:
+    """The images followed by their colour variants (training.colour.colour_variants)."""
+    from training.colour import colour_variants
+
+    images, captions = colour_variants(data.images, data.captions)
+    if not images:
+        return data
+    return CaptionedImages(np.concatenate([data.images, np.stack(images)]), [*data.captions, *captions])
+
+
+COLOUR_VARIANTS_HELP = ("also train on hue-turned copies of every image whose caption names one of red, orange, "
+                        "yellow, green, blue, purple (and whose dominant hue is that colour), one per other colour "
+                        "word, recaptioned with it: a pair that differs in the colour alone (colour words are in "
+                        "about 3%% of the emoji captions, too few for a small model to learn them)")

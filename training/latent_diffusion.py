@@ -37,7 +37,8 @@ from models.weights.configs import SCHEDULER_CONFIG
 from models.weights.base_loading import load_vae, weights_file
 from models.weights.downloads import file_sha256
 from training import runner
-from training.common import CaptionedImages, load_captioned_images, parameter_count, parse_widths
+from training.common import (COLOUR_VARIANTS_HELP, CaptionedImages, load_captioned_images, parameter_count,
+                             parse_widths, with_colour_variants)
 from training.tokenizer import build_caption_tokenizer
 
 RECIPE = "latent-diffusion"
@@ -66,6 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text-heads", type=runner.positive_int, default=4)
     parser.add_argument("--vocab-size", type=runner.positive_int, default=1024, help="tokenizer vocabulary size")
     parser.add_argument("--caption-dropout", type=float, default=0.1)
+    parser.add_argument("--colour-variants", action="store_true", help=COLOUR_VARIANTS_HELP + "; the tokenizer "
+                        "is learned from the data's own captions, so a resumed run may add this flag")
     parser.add_argument("--ema-decay", type=float, default=0.999)
     parser.add_argument("--sample-steps", type=runner.positive_int, default=25, help="Euler steps of the sample grid")
     parser.add_argument("--guidance-scale", type=float, default=3.0, help="classifier-free guidance of the samples")
@@ -119,13 +122,13 @@ def load_frozen_vae(model_dir: Path, device: torch.device) -> AutoencoderKL:
 
 
 def prepare_cache(args: argparse.Namespace, train: CaptionedImages, vae: AutoencoderKL, vae_dir: Path,
-                  device: torch.device) -> Path:
+                  device: torch.device, tokenizer_captions: list[str]) -> Path:
     """OUT prepared and OUT/cache written, by the main process only (the others wait, then read it):
-    the caption tokenizer and the training images' latent posteriors, each kept while its inputs
-    are the same."""
+    the tokenizer learned from tokenizer_captions and the training images' latent posteriors, each
+    kept while its inputs are the same."""
     runner.prepare_out(args.out, RECIPE, args.resume)
     cache = args.out / "cache"
-    cache_tokenizer(cache / TOKENIZER_CACHE, train.captions, args.vocab_size)
+    cache_tokenizer(cache / TOKENIZER_CACHE, tokenizer_captions, args.vocab_size)
     cache_posteriors(cache / POSTERIOR_CACHE, vae, vae_dir, train, device)
     return cache
 
@@ -234,14 +237,15 @@ def main(args: argparse.Namespace) -> None:
     runner.check_out(args.out, RECIPE, args.resume)
     check_flags(args)
     config = unet_config(args)
-    train = load_captioned_images(args.dataset, "train", args.resolution).spread(args.max_images)
-    if not any(caption.strip() for caption in train.captions):
+    originals = load_captioned_images(args.dataset, "train", args.resolution).spread(args.max_images)
+    if not any(caption.strip() for caption in originals.captions):
         raise runner.TrainingInputError(f"--dataset {args.dataset}: every caption of the train split is empty")
+    train = with_colour_variants(originals) if args.colour_variants else originals
     vae_dir = runner.run_model_dir(args.vae, "vae")
     vae = load_frozen_vae(vae_dir, device)
     scale = float(vae.config.scaling_factor)
 
-    cache = trainer.from_main(lambda: prepare_cache(args, train, vae, vae_dir, device))
+    cache = trainer.from_main(lambda: prepare_cache(args, train, vae, vae_dir, device, originals.captions))
     tokenizer_dir = cache / TOKENIZER_CACHE
     tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
     means, stds = load_posteriors(cache / POSTERIOR_CACHE, device)
@@ -262,7 +266,7 @@ def main(args: argparse.Namespace) -> None:
     alphas_cumprod = noise_schedule.alphas_cumprod.to(device)
     ids = token_ids(tokenizer, train.captions).to(device)
     empty_ids = token_ids(tokenizer, [""]).to(device)
-    prompts = sample_prompts(train.captions)
+    prompts = sample_prompts(originals.captions)
     latent_shape = (4, args.resolution // 8, args.resolution // 8)
 
     def add_noise(latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -306,7 +310,7 @@ def main(args: argparse.Namespace) -> None:
         runner.save_grid(torch.cat([decode(multi), decode(single)]), path, columns=len(prompts))
 
     def finish(model_dir: Path) -> dict[str, Any]:
-        metrics = {"train_eps_mse_ema": validation_loss(train, "train")}
+        metrics = {"train_eps_mse_ema": validation_loss(originals, "train")}
         if (args.dataset / "test").is_dir():
             metrics["test_eps_mse_ema"] = validation_loss(load_captioned_images(args.dataset, "test", args.resolution), "test")
         runner.save_model_folder(model_dir, vae=vae, unet=ema_unet, text_encoder=ema_text_encoder,
@@ -337,4 +341,5 @@ def main(args: argparse.Namespace) -> None:
         config={"unet": {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()},
                 "unet_parameters": parameter_count(unet), "text_encoder_parameters": parameter_count(text_encoder),
                 "vocab_size": len(tokenizer), "vae": str(args.vae), "vae_scaling_factor": scale,
-                "train_images": len(train), "sample_prompts": prompts}, trainer=trainer)
+                "train_images": len(originals), "colour_variants": len(train) - len(originals),
+                "sample_prompts": prompts}, trainer=trainer)

@@ -68,7 +68,7 @@ from tqdm.auto import tqdm
 
 from models.running.sd_turbo import FINAL_TIMESTEP, PREDICTION_TYPES, SDTurbo, x0_from_prediction
 from models.weights.base_loading import load_sd_turbo, load_vae
-from training.common import load_captioned_images
+from training.common import COLOUR_VARIANTS_HELP, load_captioned_images, with_colour_variants
 from training.latent_diffusion import euler_from_noise, euler_samples, sample_prompts
 from training.runner import (TMP_PREFIX, Trainer, TrainingInputError, add_common_arguments, check_out, check_resolution,
                              prepare_modules, prepare_out, run_model_dir, run_training, save_grid, save_model_folder,
@@ -327,6 +327,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "epsilon (SD-Turbo's, the teacher's), v_prediction or sample. At t = 999 the epsilon "
                              "reading divides by sqrt(abar_999) ~ 0.068, so a small UNet's errors come out 15x as "
                              "speckle; v_prediction gives x0 = -v there (default: %(default)s)")
+    parser.add_argument("--colour-variants", action="store_true",
+                        help=COLOUR_VARIANTS_HELP + "; the teacher pairs' captions are drawn from them too")
     parser.add_argument("--distill-pairs", type=int, default=0, metavar="N",
                         help="teacher pairs: before training, the teacher samples N (noise, training caption) pairs "
                              "with --distill-steps Euler steps and guidance --distill-guidance (kept in OUT/cache), and "
@@ -497,7 +499,8 @@ def main(args: argparse.Namespace) -> None:
     trainer = Trainer(args)
     device = trainer.device
     folder = teacher_folder(args.teacher)
-    data = load_captioned_images(args.dataset, "train", args.resolution)
+    originals = load_captioned_images(args.dataset, "train", args.resolution)
+    data = with_colour_variants(originals) if args.colour_variants else originals
     torch.manual_seed(args.seed)
 
     base = load_sd_turbo(folder, device, torch.float32)
@@ -507,7 +510,7 @@ def main(args: argparse.Namespace) -> None:
                                  f"(a latent-diffusion run's model, or SD-Turbo)")
     if args.vae is not None:
         base.vae = same_latent_space_vae(args.vae, base.vae).to(device).eval().requires_grad_(False)
-    prompts = sample_prompts(data.captions)
+    prompts = sample_prompts(originals.captions)
     latent_side = args.resolution // latent_factor(base)
     pairs = None
     if args.distill_pairs:
@@ -571,6 +574,7 @@ def main(args: argparse.Namespace) -> None:
                  config={**asdict(settings), "teacher": str(folder), "text_encoder": "frozen (the teacher's)",
                          "vae": str(args.vae) if args.vae else "frozen (the teacher's)", "discriminator_lr": args.discriminator_lr or args.lr,
                          "ema_decay": args.ema_decay, "sample_prompts": prompts,
+                         "train_images": len(originals), "colour_variants": len(data) - len(originals),
                          "teacher_pairs": {"count": args.distill_pairs, "weight": args.distill_weight,
                                            "steps": args.distill_steps, "guidance": args.distill_guidance}},
                  trainer=trainer)
