@@ -63,14 +63,15 @@ stage() {
     ldm)
       train "$RUNS/ldm" 2 64 latent-diffusion --vae "$RUNS/vae-ft" --dataset "$DATA/emoji/captioned" \
         --unet-channels 32,64,128,128 --norm-groups 16 --head-channels 32 --text-width 128 --text-layers 2 \
-        --text-heads 4 --lr 5e-4 --lr-schedule cosine --ema-decay 0.999 --steps 10000 \
+        --text-heads 4 --lr 5e-4 --lr-schedule cosine --ema-decay 0.999 --steps 12000 --colour-variants \
         --checkpoint-every 250 --sample-every 1000 ;;
     one-step)
       # with teacher pairs: UFOGen's losses alone left textured blobs after 1,000 of 3,000 steps here;
       # a v-prediction student: read as epsilon, one step magnified the UNet's errors into speckle
       train "$RUNS/one-step" 1 16 one-step --teacher "$RUNS/ldm" --dataset "$DATA/emoji/captioned" \
         --prediction-type v_prediction --lr 2e-4 --lr-schedule cosine --final-step-fraction 0.75 \
-        --distill-pairs 4096 --distill-guidance 5 --steps 2000 --checkpoint-every 250 --sample-every 250 ;;
+        --colour-variants --distill-pairs 4096 --distill-guidance 5 --steps 2000 --checkpoint-every 250 \
+        --sample-every 250 ;;
     classifier)  # the yardstick and the perceptual loss of the task stages
       train "$RUNS/classifier" 1 64 classifier --dataset "$DATA/emoji" "$DATA/scenes:900" --resolution 64 \
         --widths 32,64,128,256 --lr 3e-3 --lr-schedule cosine --steps 3000 \
