@@ -32,10 +32,12 @@ def colour_prompts() -> list[tuple[str, str]]:
             for shape in COLOUR_SHAPES for colour in COLOUR_WORDS]
 
 
-def hsv_degrees(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Hue in degrees [0, 360), saturation and value in [0, 1] of an RGB uint8 image (float32)."""
+def saturated_hues(image: np.ndarray) -> tuple[np.ndarray, float]:
+    """Hues (degrees in [0, 360)) of an RGB uint8 image's pixels that have one (saturation and value
+    at least MIN_SATURATION and MIN_VALUE), and their share of the image."""
     hsv = cv2.cvtColor(np.ascontiguousarray(image[..., :3]), cv2.COLOR_RGB2HSV_FULL).astype(np.float32)
-    return hsv[..., 0] * (360.0 / 256.0), hsv[..., 1] / 255.0, hsv[..., 2] / 255.0
+    coloured = (hsv[..., 1] / 255.0 >= MIN_SATURATION) & (hsv[..., 2] / 255.0 >= MIN_VALUE)
+    return hsv[..., 0][coloured] * (360.0 / 256.0), float(coloured.mean())
 
 
 def hue_name(degrees: np.ndarray) -> np.ndarray:
@@ -50,11 +52,10 @@ def hue_name(degrees: np.ndarray) -> np.ndarray:
 def dominant_hue(image: np.ndarray) -> str | None:
     """The colour word covering most of an RGB uint8 image's saturated pixels, or None when fewer
     than 2% of its pixels have a hue at all."""
-    hue, saturation, value = hsv_degrees(image)
-    coloured = (saturation >= MIN_SATURATION) & (value >= MIN_VALUE)
-    if coloured.mean() < 0.02:
+    hues, share = saturated_hues(image)
+    if share < 0.02:
         return None
-    names = hue_name(hue[coloured])
+    names = hue_name(hues)
     words, counts = np.unique(names.astype(str), return_counts=True)
     return str(words[np.argmax(counts)])
 
@@ -111,10 +112,8 @@ def rotate_hue(image: np.ndarray, degrees: float) -> np.ndarray:
 
 def named_hue_mean(image: np.ndarray, colour: str) -> float:
     """Circular mean hue (degrees) of the image's saturated pixels that `colour` names."""
-    hue, saturation, value = hsv_degrees(image)
-    coloured = (saturation >= MIN_SATURATION) & (value >= MIN_VALUE)
-    hues = hue[coloured][hue_name(hue[coloured]) == colour]
-    radians = np.deg2rad(hues)
+    hues, _ = saturated_hues(image)
+    radians = np.deg2rad(hues[hue_name(hues) == colour])
     return float(np.rad2deg(np.arctan2(np.sin(radians).mean(), np.cos(radians).mean())) % 360.0)
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from training.colour import colour_variants
 from training.runner import TrainingInputError
 
 
@@ -68,8 +69,6 @@ def parse_widths(text: str) -> tuple[int, ...]:
 
 def with_colour_variants(data: CaptionedImages) -> CaptionedImages:
     """The images followed by their colour variants (training.colour.colour_variants)."""
-    from training.colour import colour_variants
-
     images, captions = colour_variants(data.images, data.captions)
     if not images:
         return data
