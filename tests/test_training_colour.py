@@ -71,6 +71,26 @@ def test_a_coloured_heart_gets_one_variant_per_other_colour_word_recaptioned() -
         assert np.array_equal((image == 255).all(-1), background)  # the shape is where it was
 
 
+def test_variants_take_the_brightness_and_saturation_of_their_new_colours_own_images() -> None:
+    """A dark blue heart turned yellow by its hue alone is olive; it takes the look of the data's
+    yellow hearts instead, and they take the dark blue's look when turned blue."""
+    dark_blue, bright_yellow = (20, 40, 110), EMOJI_COLOURS["yellow"]
+    images, captions = colour_variants([heart(dark_blue), heart(bright_yellow)], ["a blue heart", "a yellow heart"])
+    turned = dict(zip(captions, images))
+    inside = ~(heart(dark_blue) == 255).all(-1)
+
+    def saturation_and_value(image: np.ndarray) -> np.ndarray:
+        hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV_FULL)[inside].astype(float) / 255.0
+        return np.median(hsv[:, 1:], axis=0)
+
+    assert saturation_and_value(turned["a yellow heart"]) == pytest.approx(
+        saturation_and_value(heart(bright_yellow)), abs=0.02)
+    assert saturation_and_value(turned["a blue heart"]) == pytest.approx(saturation_and_value(heart(dark_blue)), abs=0.02)
+    assert dominant_hue(turned["a yellow heart"]) == "yellow" and dominant_hue(turned["a blue heart"]) == "blue"
+    mean_rgb = turned["a yellow heart"][inside].astype(float).mean(0)
+    assert mean_rgb[2] < 120 and mean_rgb[:2].min() > 200  # bright yellow: red and green high, blue low
+
+
 def test_only_captions_with_one_colour_word_that_the_image_shows_get_variants() -> None:
     blue, grey = heart(EMOJI_COLOURS["blue"]), heart((128, 128, 128))
     rows = [(blue, "a heart"), (blue, "a red heart"), (grey, "a blue heart"), (blue, "a red and blue flag")]

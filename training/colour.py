@@ -101,20 +101,40 @@ HUE_CENTRES: dict[str, float] = {
 COLOUR_WORD_PATTERN = re.compile(r"\b(" + "|".join(COLOUR_WORDS) + r")\b")
 
 
-def rotate_hue(image: np.ndarray, degrees: float) -> np.ndarray:
-    """The RGB uint8 image with every pixel's hue turned by `degrees` (white, grey and black,
-    which have no saturation, stay as they are)."""
-    hsv = cv2.cvtColor(np.ascontiguousarray(image[..., :3]), cv2.COLOR_RGB2HSV_FULL)
-    shift = int(round(degrees * 256.0 / 360.0))
-    hsv[..., 0] = ((hsv[..., 0].astype(np.int32) + shift) % 256).astype(np.uint8)
-    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB_FULL)
+def recolour(image: np.ndarray, degrees: float, saturation_scale: float = 1.0,
+             value_scale: float = 1.0) -> np.ndarray:
+    """The RGB uint8 image with every pixel's hue turned by `degrees`, and the saturation and value
+    of its coloured pixels scaled (fully from MIN_SATURATION and MIN_VALUE up, fading to nothing
+    towards white, grey and black, which stay as they are)."""
+    hsv = cv2.cvtColor(np.ascontiguousarray(image[..., :3]).astype(np.float32) / 255.0, cv2.COLOR_RGB2HSV)
+    hue, saturation, value = hsv[..., 0], hsv[..., 1], hsv[..., 2]
+    coloured = np.clip(saturation / MIN_SATURATION, 0.0, 1.0) * np.clip(value / MIN_VALUE, 0.0, 1.0)
+    turned = np.stack([(hue + degrees) % 360.0,
+                       np.clip(saturation * (1.0 + coloured * (saturation_scale - 1.0)), 0.0, 1.0),
+                       np.clip(value * (1.0 + coloured * (value_scale - 1.0)), 0.0, 1.0)], axis=-1)
+    rgb = cv2.cvtColor(turned.astype(np.float32), cv2.COLOR_HSV2RGB)
+    return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
 
 
-def named_hue_mean(image: np.ndarray, colour: str) -> float:
-    """Circular mean hue (degrees) of the image's saturated pixels that `colour` names."""
-    hues, _ = saturated_hues(image)
-    radians = np.deg2rad(hues[hue_name(hues) == colour])
-    return float(np.rad2deg(np.arctan2(np.sin(radians).mean(), np.cos(radians).mean())) % 360.0)
+def named_look(image: np.ndarray, colour: str) -> tuple[float, float, float]:
+    """Circular mean hue (degrees), median saturation and median value (0-1) of the image's
+    coloured pixels that `colour` names."""
+    hsv = cv2.cvtColor(np.ascontiguousarray(image[..., :3]), cv2.COLOR_RGB2HSV_FULL).astype(np.float32)
+    hues, saturations, values = hsv[..., 0] * (360.0 / 256.0), hsv[..., 1] / 255.0, hsv[..., 2] / 255.0
+    named = (saturations >= MIN_SATURATION) & (values >= MIN_VALUE)
+    named[named] = hue_name(hues[named]) == colour
+    radians = np.deg2rad(hues[named])
+    hue = float(np.rad2deg(np.arctan2(np.sin(radians).mean(), np.cos(radians).mean())) % 360.0)
+    return hue, float(np.median(saturations[named])), float(np.median(values[named]))
+
+
+def shown_colour(image: np.ndarray, caption: str) -> str | None:
+    """The caption's colour word when it names exactly one and it is the image's dominant hue."""
+    words = set(COLOUR_WORD_PATTERN.findall(caption))
+    if len(words) != 1:
+        return None
+    word = words.pop()
+    return word if dominant_hue(image) == word else None
 
 
 def recaptioned(caption: str, source: str, target: str) -> str:
@@ -130,25 +150,33 @@ def recaptioned(caption: str, source: str, target: str) -> str:
     return re.sub(rf"\b(?:([Aa]n?) )?{source}\b", replace, caption, count=1)
 
 
+def typical_looks(colours: Sequence[str], looks: Sequence[tuple[float, float, float]]) -> dict[str, tuple[float, float]]:
+    """Each colour word's median saturation and value over the looks (named_look) of its images."""
+    return {word: (float(np.median([look[1] for colour, look in zip(colours, looks, strict=True) if colour == word])),
+                   float(np.median([look[2] for colour, look in zip(colours, looks, strict=True) if colour == word])))
+            for word in set(colours)}
+
+
 def colour_variants(images: Sequence[np.ndarray], captions: Sequence[str]) -> tuple[list[np.ndarray], list[str]]:
-    """Hue-turned copies of every image whose caption names exactly one of COLOUR_WORDS and whose
+    """Recoloured copies of every image whose caption names exactly one of COLOUR_WORDS and whose
     dominant hue is that colour, one per other colour word, recaptioned with it ("a red heart" ->
-    "a blue heart", the image's red turned blue); a copy whose dominant hue does not come out as its
-    new word is dropped. Colour words are in few captions (about 3% of the emoji's), too few for a
-    small text-to-image model to learn them; each copy is a pair that differs in the colour alone."""
+    "a blue heart"): the hue turned to the new word's centre, and saturation and brightness scaled
+    to the median look of that word's own images in the data (a dark blue turned yellow alone is
+    olive, and orange brown); a copy whose dominant hue does not come out as its new word is
+    dropped. Colour words are in few captions (about 3% of the emoji's), too few for a small
+    text-to-image model to learn them; each copy is a pair that differs in the colour alone."""
+    shown = [(image, caption, colour) for image, caption in zip(images, captions, strict=True)
+             if (colour := shown_colour(image, caption)) is not None]
+    looks = [named_look(image, colour) for image, _, colour in shown]
+    typical = typical_looks([colour for _, _, colour in shown], looks)
     new_images, new_captions = [], []
-    for image, caption in zip(images, captions, strict=True):
-        words = set(COLOUR_WORD_PATTERN.findall(caption))
-        if len(words) != 1:
-            continue
-        source = words.pop()
-        if dominant_hue(image) != source:
-            continue
-        centre = named_hue_mean(image, source)
+    for (image, caption, source), (hue, saturation, value) in zip(shown, looks):
         for target in COLOUR_WORDS:
             if target == source:
                 continue
-            turned = rotate_hue(image, HUE_CENTRES[target] - centre)
+            target_saturation, target_value = typical.get(target, (saturation, value))
+            turned = recolour(image, HUE_CENTRES[target] - hue, target_saturation / max(saturation, 1e-3),
+                              target_value / max(value, 1e-3))
             if dominant_hue(turned) == target:
                 new_images.append(turned)
                 new_captions.append(recaptioned(caption, source, target))
