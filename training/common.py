@@ -75,7 +75,8 @@ def with_colour_variants(data: CaptionedImages) -> CaptionedImages:
     return CaptionedImages(np.concatenate([data.images, np.stack(images)]), [*data.captions, *captions])
 
 
-COLOUR_VARIANTS_HELP = ("also train on hue-turned copies of every image whose caption names one of red, orange, "
+COLOUR_VARIANTS_HELP = ("also train on recoloured copies of every image whose caption names one of red, orange, "
                         "yellow, green, blue, purple (and whose dominant hue is that colour), one per other colour "
-                        "word, recaptioned with it: a pair that differs in the colour alone (colour words are in "
+                        "word, recaptioned with it (the hue turned, brightness and saturation those of that "
+                        "colour's own images): a pair that differs in the colour alone (colour words are in "
                         "about 3%% of the emoji captions, too few for a small model to learn them)")
