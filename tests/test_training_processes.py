@@ -174,6 +174,14 @@ def test_a_process_that_raises_ends_the_run_with_its_message(tmp_path: Path) -> 
     assert not [path for path in out.rglob("*") if path.name.startswith(runner.TMP_PREFIX)]
 
 
+def test_work_done_by_the_main_process_alone_uses_every_process_threads(tmp_path: Path) -> None:
+    """The others wait while the main process encodes a cache: it takes their threads, then gives them back."""
+    report = tmp_path / "threads.json"
+    launched("torchrun", "tests.training_toy", "--out", str(tmp_path / "toy"), "--device", "cpu", "--steps", "1",
+             "--threads-report", str(report))
+    assert json.loads(report.read_text()) == {"inside_from_main": 2, "after": 1}
+
+
 def test_pix2pix_turbo_two_processes_equal_one(tmp_path: Path) -> None:
     dataset = write_paired(tmp_path / "paired")
     one, two = tmp_path / "one", tmp_path / "two"

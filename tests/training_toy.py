@@ -1,12 +1,16 @@
 """A toy recipe for the multi-process tests: a linear regression through runner.Trainer, with noise
 from the global RNG (each process's own seed) and an optional failure in one process.
 
-    python -m tests.training_toy --out DIR [--fail-rank R --fail-step S] [runner flags]
+    python -m tests.training_toy --out DIR [--fail-rank R --fail-step S] [--threads-report FILE] [runner flags]
+
+--threads-report: the main process writes torch's thread count inside trainer.from_main and after it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -26,13 +30,26 @@ def cpu_trainer(batch_size: int = 2) -> runner.Trainer:
     return runner.Trainer(parser.parse_args(["--out", "unused", "--device", "cpu", "--batch-size", str(batch_size)]))
 
 
+def report_threads(trainer: runner.Trainer, path: Path) -> None:
+    def write_inside() -> Path:
+        path.write_text(json.dumps({"inside_from_main": torch.get_num_threads()}))
+        return path
+
+    written = trainer.from_main(write_inside)
+    if trainer.is_main:
+        written.write_text(json.dumps({**json.loads(written.read_text()), "after": torch.get_num_threads()}))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     runner.add_common_arguments(parser, dataset=False, default_steps=6, default_batch_size=4, default_lr=1e-2)
     parser.add_argument("--fail-rank", type=int, default=-1)
     parser.add_argument("--fail-step", type=int, default=-1)
+    parser.add_argument("--threads-report", type=Path, default=None)
     args = parser.parse_args(argv)
     trainer = runner.Trainer(args)
+    if args.threads_report is not None:
+        report_threads(trainer, args.threads_report)
     torch.manual_seed(args.seed)
     model = nn.Linear(3, 1)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)

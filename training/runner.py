@@ -238,6 +238,17 @@ def batch_indices(dataset_size: int, batch_size: int, seed: int, step: int) -> t
 
 # -------------------------------------------------------------------------------------- devices
 
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """torch's intra-op thread count set to `count` inside the block, and restored after it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     """bf16 autocast on CUDA and on CPUs with bf16 instructions (a training step of mini's VAE and
     UNet at 128 px, batch 4: 1.23 -> 0.86 s on this project's AVX512-BF16 CPU); elsewhere nothing
@@ -363,11 +374,16 @@ class Trainer:
         return self.shard(batch_indices(dataset_size, self.global_batch, seed, step))
 
     def from_main(self, make: Callable[[], Path]) -> Path:
-        """make() in the main process only (a download, a folder written once); its result in every
-        process. The caller waits (`wait`) before removing what make() wrote."""
+        """make() in the main process only (a download, a folder written once, a cache encoded), on
+        every process's threads since the others wait; its result in every process. The caller
+        waits (`wait`) before removing what make() wrote."""
         if self.processes == 1:
             return make()
-        return broadcast_object_list([make() if self.is_main else None])[0]
+        if not self.is_main:
+            return broadcast_object_list([None])[0]
+        with torch_threads(torch.get_num_threads() * self.processes):
+            made = make()
+        return broadcast_object_list([made])[0]
 
     def mean_over_processes(self, values: torch.Tensor) -> torch.Tensor:
         """values averaged over the processes (itself with one): e.g. a gradient taken with
