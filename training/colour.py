@@ -32,12 +32,13 @@ def colour_prompts() -> list[tuple[str, str]]:
             for shape in COLOUR_SHAPES for colour in COLOUR_WORDS]
 
 
-def saturated_hues(image: np.ndarray) -> tuple[np.ndarray, float]:
-    """Hues (degrees in [0, 360)) of an RGB uint8 image's pixels that have one (saturation and value
-    at least MIN_SATURATION and MIN_VALUE), and their share of the image."""
+def coloured_pixels(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Hue (degrees in [0, 360)), saturation and value (0-1) of an RGB uint8 image's pixels that have
+    a hue (saturation and value at least MIN_SATURATION and MIN_VALUE), and their share of the image."""
     hsv = cv2.cvtColor(np.ascontiguousarray(image[..., :3]), cv2.COLOR_RGB2HSV_FULL).astype(np.float32)
-    coloured = (hsv[..., 1] / 255.0 >= MIN_SATURATION) & (hsv[..., 2] / 255.0 >= MIN_VALUE)
-    return hsv[..., 0][coloured] * (360.0 / 256.0), float(coloured.mean())
+    hues, saturations, values = hsv[..., 0] * (360.0 / 256.0), hsv[..., 1] / 255.0, hsv[..., 2] / 255.0
+    coloured = (saturations >= MIN_SATURATION) & (values >= MIN_VALUE)
+    return hues[coloured], saturations[coloured], values[coloured], float(coloured.mean())
 
 
 def hue_name(degrees: np.ndarray) -> np.ndarray:
@@ -52,7 +53,7 @@ def hue_name(degrees: np.ndarray) -> np.ndarray:
 def dominant_hue(image: np.ndarray) -> str | None:
     """The colour word covering most of an RGB uint8 image's saturated pixels, or None when fewer
     than 2% of its pixels have a hue at all."""
-    hues, share = saturated_hues(image)
+    hues, _, _, share = coloured_pixels(image)
     if share < 0.02:
         return None
     names = hue_name(hues)
@@ -119,10 +120,8 @@ def recolour(image: np.ndarray, degrees: float, saturation_scale: float = 1.0,
 def named_look(image: np.ndarray, colour: str) -> tuple[float, float, float]:
     """Circular mean hue (degrees), median saturation and median value (0-1) of the image's
     coloured pixels that `colour` names."""
-    hsv = cv2.cvtColor(np.ascontiguousarray(image[..., :3]), cv2.COLOR_RGB2HSV_FULL).astype(np.float32)
-    hues, saturations, values = hsv[..., 0] * (360.0 / 256.0), hsv[..., 1] / 255.0, hsv[..., 2] / 255.0
-    named = (saturations >= MIN_SATURATION) & (values >= MIN_VALUE)
-    named[named] = hue_name(hues[named]) == colour
+    hues, saturations, values, _ = coloured_pixels(image)
+    named = hue_name(hues) == colour
     radians = np.deg2rad(hues[named])
     hue = float(np.rad2deg(np.arctan2(np.sin(radians).mean(), np.cos(radians).mean())) % 360.0)
     return hue, float(np.median(saturations[named])), float(np.median(values[named]))
@@ -152,9 +151,8 @@ def recaptioned(caption: str, source: str, target: str) -> str:
 
 def typical_looks(colours: Sequence[str], looks: Sequence[tuple[float, float, float]]) -> dict[str, tuple[float, float]]:
     """Each colour word's median saturation and value over the looks (named_look) of its images."""
-    return {word: (float(np.median([look[1] for colour, look in zip(colours, looks, strict=True) if colour == word])),
-                   float(np.median([look[2] for colour, look in zip(colours, looks, strict=True) if colour == word])))
-            for word in set(colours)}
+    words, saturations_and_values = np.array(colours), np.array(looks, dtype=float).reshape(-1, 3)[:, 1:]
+    return {word: tuple(np.median(saturations_and_values[words == word], axis=0).tolist()) for word in set(colours)}
 
 
 def colour_variants(images: Sequence[np.ndarray], captions: Sequence[str]) -> tuple[list[np.ndarray], list[str]]:
