@@ -183,8 +183,10 @@ def evaluation_inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pat
         write_captioned(scenes / "captioned" / split, [(dark_or_bright(rng, index % 2 == 0),
                                                         {"condition": ("day", "night")[index % 2]})
                                                        for index in range(count)])
-    pairs = [line_art(rng) for _ in range(3)]
-    write_paired(emoji / "sketch", [s for s, _ in pairs], [c for _, c in pairs], ["a square"] * 3)
+    black_only = np.full((32, 32, 3), 255, np.uint8)  # a clock face's line art is its colour image: nothing to colour
+    black_only[8:24, 15:17] = black_only[15:17, 8:24] = 0
+    pairs = [(black_only, black_only), *(line_art(rng) for _ in range(3))]
+    write_paired(emoji / "sketch", [s for s, _ in pairs], [c for _, c in pairs], ["a clock face"] + ["a square"] * 3)
     for subfolder in ("day_night", "clear_rainy"):
         write_unpaired(scenes / subfolder, [dark_or_bright(rng, True) for _ in range(3)],
                        [dark_or_bright(rng, False) for _ in range(3)])
@@ -219,7 +221,7 @@ def test_evaluate_measures_present_tasks_and_reports_absent_ones_as_missing(eval
     assert 0 <= text["concept_top5"] <= 1 and text["frechet_distance"] > 0
     assert text["teacher"]["steps"] == 2 and text["frechet_ratio_one_step_to_teacher"] > 0
     sketch = results["sketch_to_image"]
-    assert sketch["status"] == "measured" and sketch["images"] == 2
+    assert sketch["status"] == "measured" and sketch["images"] == 1 and sketch["left_out_nothing_to_colour"] == 1
     assert sketch["identity_psnr"] < 100 and sketch["spread_across_seeds"]["1.0"] == 0.0  # gamma 1 ignores the seed
     assert sketch["spread_across_seeds"]["0.2"] > 0
     night = results["translation"]["day_to_night"]
