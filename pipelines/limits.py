@@ -26,6 +26,7 @@ DEFAULT_THRESHOLDS = (100, 200)  # Canny's low and high threshold
 DEFAULT_FEATHER = 8.0  # masked edit: pixels over which the edit fades in inside the mask's edge
 MAX_FEATHER = 128.0
 CPU_PREVIEW_FRACTION = 2  # live previews on the CPU: half the native side, a quarter of the pixels
+MIN_CPU_PREVIEW_SIDE = 128  # ...but not below this: the 128 px mini models lose the drawing at 64 px
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,12 @@ class Limits:
         return tuple(range(self.side_step, self.native_side + 1, self.side_step))
 
     def default_preview_side(self, device_type: str) -> int:
-        """The native side on an accelerator; half of it on the CPU, so strokes stay interactive."""
-        return self.native_side // CPU_PREVIEW_FRACTION if device_type == "cpu" else self.native_side
+        """The native side on an accelerator. On the CPU half of it, so strokes stay interactive, but
+        at least MIN_CPU_PREVIEW_SIDE: a model trained at 128 px previews at its own side (the mini
+        models: 136.5 ms from pen up to image at 128 px, ui/LATENCY.md)."""
+        if device_type != "cpu":
+            return self.native_side
+        return min(self.native_side, max(self.native_side // CPU_PREVIEW_FRACTION, MIN_CPU_PREVIEW_SIDE))
 
 
 def limits_of(store: ModelStore) -> Limits:

@@ -130,7 +130,7 @@ def test_a_source_is_benchmarked_as_the_app_loads_it(tmp_path: Path) -> None:
     assert status == 0
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["config"]["source"] == "mini"
-    assert (report["config"]["size"], report["config"]["preview_side"]) == (128, 64)
+    assert (report["config"]["size"], report["config"]["preview_side"]) == (128, 128)  # CPU previews: >= 128 px
     results = {task["task"]: task for task in report["tasks"]}
     for name in ("text_to_image", "sketch_to_image_preview"):
         assert results[name]["errors"] == {}, results[name]["errors"]

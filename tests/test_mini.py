@@ -59,7 +59,7 @@ def test_mini_limits_follow_the_recorded_native_side(mini: Studio) -> None:
     limits = mini.limits
     assert limits == Limits.for_native_side(SIDE)
     assert (limits.min_side, limits.max_side, limits.side_step) == (64, 256, 16)
-    assert limits.preview_sides[-1] == SIDE and app.preview_side(mini, None) == SIDE // 2
+    assert limits.preview_sides[-1] == SIDE and app.preview_side(mini, None) == SIDE  # CPU previews: >= 128 px
 
 
 def test_mini_runs_every_task_at_its_own_size(mini: Studio, photo: Image.Image) -> None:

@@ -72,7 +72,8 @@ def test_limits_give_a_mini_source_its_own_sizes() -> None:
     assert sd_turbo.sizes == tuple(range(256, 1025, 64)) and sd_turbo.preview_sides == tuple(range(64, 513, 64))
     assert (sd_turbo.default_preview_side("cpu"), sd_turbo.default_preview_side("cuda")) == (256, 512)
     assert (mini.min_side, mini.max_side, mini.side_step) == (64, 256, 16)
-    assert (mini.default_preview_side("cpu"), mini.default_preview_side("cuda")) == (64, 128)
+    assert (mini.default_preview_side("cpu"), mini.default_preview_side("cuda")) == (128, 128)  # not below 128
+    assert Limits.for_native_side(64).default_preview_side("cpu") == 64  # never above the native side
     assert (mini.max_seed, mini.max_input_side, mini.default_gamma) == (2**32 - 1, 4096, 0.4)
 
 
