@@ -19,19 +19,10 @@ sys.path.insert(0, str(ROOT))
 
 import app  # noqa: E402
 from pipelines import Studio  # noqa: E402
-from tests.conftest import free_port  # noqa: E402
+from tests.conftest import CHROMIUM, free_port, wait_for_new_image  # noqa: E402
 from ui import build_app  # noqa: E402
 
-CHROMIUM = Path("/usr/bin/chromium")
 WAIT_MS = 180_000
-
-
-def wait_for_image(page: object, elem_id: str, previous: str | None) -> str:
-    """Wait until the output shows a loaded image other than `previous`; its src."""
-    script = """([id, previous]) => { const img = document.querySelector(`#${id} img`);
-                  return img && img.complete && img.naturalWidth > 0 && img.getAttribute('src') !== previous; }"""
-    page.wait_for_function(script, arg=[elem_id, previous], timeout=WAIT_MS)  # type: ignore[attr-defined]
-    return page.evaluate(f"() => document.querySelector('#{elem_id} img').getAttribute('src')")  # type: ignore[attr-defined]
 
 
 def main() -> None:
@@ -53,9 +44,9 @@ def main() -> None:
             page.wait_for_selector("#banner", timeout=WAIT_MS)
             page.get_by_role("tab", name="Sketch to image").click()
             page.locator("#sketch-examples tbody tr").first.click()
-            shown = wait_for_image(page, "sketch-output", None)  # the live preview of the example
+            shown = wait_for_new_image(page, "sketch-output", None, WAIT_MS)  # the live preview of the example
             page.locator("#sketch-generate").click()
-            wait_for_image(page, "sketch-output", shown)  # Generate's render of the full drawing
+            wait_for_new_image(page, "sketch-output", shown, WAIT_MS)  # Generate's render of the full drawing
             page.evaluate("window.scrollTo(0, 0)")
             page.wait_for_timeout(1000)  # let the canvas and slider settle
             page.screenshot(path=str(args.out))

@@ -125,6 +125,30 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's; the browser tests and scripts/screenshot.py drive it
+BROWSER_WAIT_MS = 90_000  # generous: the CPU is shared with other work
+
+
+def image_src(page: object, elem_id: str) -> str | None:
+    """The src of the loaded image inside the element `elem_id` on a Playwright page, or None."""
+    return page.evaluate(  # type: ignore[attr-defined]
+        """(id) => { const img = document.querySelector(`#${id} img`);
+                     return img && img.complete && img.naturalWidth > 0 ? img.getAttribute('src') : null; }""",
+        elem_id)
+
+
+def wait_for_new_image(page: object, elem_id: str, previous: str | None,
+                       timeout_ms: int = BROWSER_WAIT_MS) -> str:
+    """Wait until the element shows a loaded image other than `previous`; return its src."""
+    page.wait_for_function(  # type: ignore[attr-defined]
+        """([id, previous]) => { const img = document.querySelector(`#${id} img`);
+               return img && img.complete && img.naturalWidth > 0 && img.getAttribute('src') !== previous; }""",
+        arg=[elem_id, previous], timeout=timeout_ms)
+    src = image_src(page, elem_id)
+    assert src is not None
+    return src
+
+
 @contextmanager
 def serving(studio: object, *, queue_size: int = 8, preview_side: int | None = None,
             auth: list[tuple[str, str]] | None = None) -> Iterator[object]:

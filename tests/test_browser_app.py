@@ -27,13 +27,12 @@ from PIL import Image
 import app
 from models.weights.sources import default_mini_dir
 from pipelines import Studio
-from tests.conftest import free_port, pixel_distance, serving
+from tests.conftest import (BROWSER_WAIT_MS, CHROMIUM, free_port, image_src, pixel_distance, serving,
+                            wait_for_new_image)
 
-CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-WAIT_MS = 90_000  # generous: the CPU is shared with other work
 BENCHMARK_STROKES = 8
 TASKS = ("text_to_image", "sketch_to_image", "edge_to_image", "translate", "edit")
 
@@ -131,7 +130,7 @@ def opened_page(browser_context: object, url: str, name: str) -> Iterator[object
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.goto(url)
-    page.wait_for_selector("#banner", timeout=WAIT_MS)
+    page.wait_for_selector("#banner", timeout=BROWSER_WAIT_MS)
     try:
         yield page
     finally:
@@ -153,24 +152,6 @@ def screenshot(page: object, name: str) -> None:
 
 # --- page helpers ----------------------------------------------------------------------------------
 
-def image_src(page: object, elem_id: str) -> str | None:
-    return page.evaluate(  # type: ignore[attr-defined]
-        """(id) => { const img = document.querySelector(`#${id} img`);
-                     return img && img.complete && img.naturalWidth > 0 ? img.getAttribute('src') : null; }""",
-        elem_id)
-
-
-def wait_for_new_image(page: object, elem_id: str, previous: str | None) -> str:
-    """Wait until the output shows a loaded image other than `previous`; return its src."""
-    page.wait_for_function(  # type: ignore[attr-defined]
-        """([id, previous]) => { const img = document.querySelector(`#${id} img`);
-               return img && img.complete && img.naturalWidth > 0 && img.getAttribute('src') !== previous; }""",
-        arg=[elem_id, previous], timeout=WAIT_MS)
-    src = image_src(page, elem_id)
-    assert src is not None
-    return src
-
-
 def open_tab(page: object, *names: str) -> None:
     for name in names:
         page.get_by_role("tab", name=name).click()  # type: ignore[attr-defined]
@@ -180,7 +161,7 @@ def canvas_box(page: object, selector: str) -> dict[str, float]:
     canvas = page.locator(selector).first  # type: ignore[attr-defined]
     canvas.scroll_into_view_if_needed()
     if "sketch-canvas" in selector:  # the app's canvas says when its script listens
-        page.wait_for_selector(f"{selector}[data-ready=true]", timeout=WAIT_MS)  # type: ignore[attr-defined]
+        page.wait_for_selector(f"{selector}[data-ready=true]", timeout=BROWSER_WAIT_MS)  # type: ignore[attr-defined]
     box = canvas.bounding_box()
     assert box is not None
     return box
@@ -242,7 +223,7 @@ def test_undo_brings_back_the_earlier_image_and_clear_empties_the_output(page: o
     assert wait_for_new_image(page, "sketch-output", two_strokes) == one_stroke  # same sketch, same image
     page.get_by_role("button", name="Clear").click()  # type: ignore[attr-defined]
     page.wait_for_function(  # type: ignore[attr-defined]
-        "() => !document.querySelector('#sketch-output img')", timeout=WAIT_MS)
+        "() => !document.querySelector('#sketch-output img')", timeout=BROWSER_WAIT_MS)
 
 
 def test_oversized_upload_is_refused_with_a_message(page: object, tmp_path: Path) -> None:
@@ -251,7 +232,7 @@ def test_oversized_upload_is_refused_with_a_message(page: object, tmp_path: Path
     open_tab(page, "Edit")
     page.locator("#edit-photo input[type=file]").set_input_files(str(big))  # type: ignore[attr-defined]
     toast = page.get_by_text("exceed the maximum allowed size of 10.0 Mb")  # type: ignore[attr-defined]
-    toast.wait_for(timeout=WAIT_MS)
+    toast.wait_for(timeout=BROWSER_WAIT_MS)
     assert image_src(page, "edit-photo") is None
 
 
@@ -292,7 +273,7 @@ def test_typing_fast_never_builds_a_backlog_and_shows_the_last_text(page: object
         started = time.time()
         prompt.press_sequentially(text, delay=30)
         typed = time.time()
-        deadline = typed + WAIT_MS / 1000
+        deadline = typed + BROWSER_WAIT_MS / 1000
         while not [call for call in timed_studio.calls_since(started, "text_to_image") if call.prompt == text]:
             assert time.time() < deadline, "the whole text never ran"
             time.sleep(0.1)
@@ -349,7 +330,7 @@ def measure_strokes(page: object, canvas: str, output_id: str, strokes: int,
         shown_before = page.evaluate("window.__latency.shown.length")  # type: ignore[attr-defined]
         draw_stroke(page, box, index)
         page.wait_for_function(  # type: ignore[attr-defined]
-            "(n) => window.__latency.shown.length > n", arg=shown_before, timeout=WAIT_MS)
+            "(n) => window.__latency.shown.length > n", arg=shown_before, timeout=BROWSER_WAIT_MS)
         up_ms, shown_ms = page.evaluate(  # type: ignore[attr-defined]
             "[window.__latency.ups.at(-1), window.__latency.shown.at(-1)]")
         call = calls_since(up_ms / 1000)[0]

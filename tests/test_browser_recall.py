@@ -22,15 +22,13 @@ from PIL.PngImagePlugin import PngInfo
 import app
 from pipelines import Studio
 from pipelines.metadata import Settings, save_png
-from tests.conftest import serving
+from tests.conftest import BROWSER_WAIT_MS, CHROMIUM, serving
 
-CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run",
                  "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 PHOTO = Path(__file__).resolve().parent.parent / "assets" / "examples" / "photo_day_street.png"
-WAIT_MS = 90_000  # generous: the CPU is shared with other work
 STREAM_SECONDS = 10
 
 pytestmark = [
@@ -100,7 +98,7 @@ def page(browser_context: object, served: app.Served, request: pytest.FixtureReq
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.goto(served.local_url)
-    page.wait_for_selector("#banner", timeout=WAIT_MS)
+    page.wait_for_selector("#banner", timeout=BROWSER_WAIT_MS)
     try:
         yield page
     finally:
@@ -116,7 +114,8 @@ def history_count(page: object, elem_id: str) -> int:
 
 def wait_for_history(page: object, elem_id: str, count: int) -> None:
     page.wait_for_function(  # type: ignore[attr-defined]
-        "([id, n]) => document.querySelectorAll(`#${id} .gallery-item img`).length >= n", arg=[elem_id, count], timeout=WAIT_MS)
+        "([id, n]) => document.querySelectorAll(`#${id} .gallery-item img`).length >= n", arg=[elem_id, count],
+        timeout=BROWSER_WAIT_MS)
 
 
 def test_history_click_restores_the_settings(page: object, browser_context: object, served: app.Served) -> None:
@@ -130,11 +129,11 @@ def test_history_click_restores_the_settings(page: object, browser_context: obje
     wait_for_history(page, "edit-history", 2)
     page.locator("#edit-history .gallery-item img").nth(1).click()  # the older one: made with "first"
     page.wait_for_function(  # type: ignore[attr-defined]
-        "() => document.querySelector('#edit-prompt textarea').value === 'first'", timeout=WAIT_MS)
+        "() => document.querySelector('#edit-prompt textarea').value === 'first'", timeout=BROWSER_WAIT_MS)
     assert history_count(page, "edit-history") == 2  # restoring runs nothing
     other = browser_context.new_page()  # type: ignore[attr-defined]
     other.goto(served.local_url)
-    other.wait_for_selector("#banner", timeout=WAIT_MS)
+    other.wait_for_selector("#banner", timeout=BROWSER_WAIT_MS)
     other.get_by_role("tab", name="Edit").click()
     other.locator("#edit-photo input[type=file]").set_input_files(str(PHOTO))
     wait_for_history(other, "edit-history", 1)
@@ -150,7 +149,7 @@ def test_brushed_mask_limits_the_edit(page: object, counting: CountingStudio, se
     wait_for_history(page, "edit-history", 1)
     page.get_by_text("Edit only part of the photo").click()  # type: ignore[attr-defined]
     canvas = page.locator("#edit-mask canvas").first  # type: ignore[attr-defined]
-    canvas.wait_for(timeout=WAIT_MS)
+    canvas.wait_for(timeout=BROWSER_WAIT_MS)
     box = canvas.bounding_box()
     x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
     page.mouse.move(x - 40, y)  # type: ignore[attr-defined]
@@ -179,7 +178,7 @@ def test_dropped_png_restores_the_settings(page: object, tmp_path: Path) -> None
     page.get_by_role("tab", name="Edit").click()  # type: ignore[attr-defined]
     page.locator("#edit-settings-drop input[type=file]").set_input_files(str(made))  # type: ignore[attr-defined]
     page.wait_for_function(  # type: ignore[attr-defined]
-        "() => document.querySelector('#edit-prompt textarea').value === 'dropped'", timeout=WAIT_MS)
+        "() => document.querySelector('#edit-prompt textarea').value === 'dropped'", timeout=BROWSER_WAIT_MS)
     assert page.locator("#edit-seed input").input_value() == "77"  # type: ignore[attr-defined]
     assert page.locator("#edit-strength input[type=number]").input_value() == "0.3"  # type: ignore[attr-defined]
 
@@ -191,7 +190,7 @@ def test_malformed_png_gives_a_notice(page: object, tmp_path: Path) -> None:
     page.get_by_role("tab", name="Edit").click()  # type: ignore[attr-defined]
     page.locator("#edit-settings-drop input[type=file]").set_input_files(  # type: ignore[attr-defined]
         str(tmp_path / "broken.png"))
-    page.get_by_text("it is used as a plain image").wait_for(timeout=WAIT_MS)  # type: ignore[attr-defined]
+    page.get_by_text("it is used as a plain image").wait_for(timeout=BROWSER_WAIT_MS)  # type: ignore[attr-defined]
     assert page.locator("#edit-prompt textarea").input_value() == ""  # type: ignore[attr-defined]
 
 
@@ -200,12 +199,12 @@ def test_webcam_frames_are_translated_one_at_a_time(page: object, counting: Coun
     page.get_by_role("tab", name="Webcam").click()  # type: ignore[attr-defined]
     page.get_by_text("Click to Access Webcam").click()  # type: ignore[attr-defined]
     record = page.locator("#translate-webcam button:has-text('Record')")  # type: ignore[attr-defined]
-    record.wait_for(timeout=WAIT_MS)
+    record.wait_for(timeout=BROWSER_WAIT_MS)
     record.click()
     started = time.monotonic()
     page.wait_for_function(  # type: ignore[attr-defined]
         "() => { const img = document.querySelector('#translate-output img'); return img && img.naturalWidth > 0; }",
-        timeout=WAIT_MS)
+        timeout=BROWSER_WAIT_MS)
     time.sleep(STREAM_SECONDS)
     page.locator("#translate-webcam button:has-text('Stop')").click()  # type: ignore[attr-defined]
     stopped = time.monotonic()
