@@ -15,7 +15,7 @@ from PIL import Image
 from training.__main__ import main as training_main
 from training.classifier import (ClassifierConfig, ConvClassifier, FeatureExtractor, classify, load_classifier,
                                  load_feature_extractor, perceptual_distance)
-from training.evaluate import concept_check
+from training.evaluate import closer_to_the_reference_checks, concept_check, reference_figures
 from training.runner import TrainingInputError
 
 SIZE = 16
@@ -228,7 +228,7 @@ def test_evaluate_measures_present_tasks_and_reports_absent_ones_as_missing(eval
     assert night["status"] == "measured" and 0 <= night["success_rate"] <= 1 and 0 <= night["edge_agreement"] <= 1
     assert night["inputs"].endswith("paired/day_night") and night["reference"]["identity_psnr"] < 100
     ceiling = night["reference"]["edge_agreement"]  # the input's edges against the same scene at night
-    assert 0 <= ceiling <= 1
+    assert 0 <= ceiling <= 1 and 0 <= night["reference"]["output_edge_agreement"] <= 1
     assert set(results["missing"]) == {"edge_to_image", "night_to_day", "clear_to_rainy", "rainy_to_clear"}
     assert "night2day.safetensors" in results["missing"]["night_to_day"]
     assert results["edit"]["status"] == "measured"
@@ -236,6 +236,8 @@ def test_evaluate_measures_present_tasks_and_reports_absent_ones_as_missing(eval
     measures = {(check["task"], check["measure"]) for check in results["checks"]}
     assert ("day_to_night", "classified night (classifier)") in measures
     assert ("day_to_night", f"edge agreement with the input (the same scene rendered night: {ceiling:.2f})") in measures
+    assert {("day_to_night", "PSNR vs the same scene rendered night (dB)"),
+            ("day_to_night", "edge agreement with the same scene rendered night")} <= measures
     reference = text["real_held_out"]  # the classifier on the held-out real emoji: the check's ceiling
     assert reference["images"] == 4 and 0 <= reference["concept_top1"] <= reference["concept_top5"] == 1  # 2 concepts
     assert ("text_to_image", "prompted concept in top 5 (classifier; real held-out emoji score 1.000, "
@@ -254,6 +256,31 @@ def test_evaluate_measures_present_tasks_and_reports_absent_ones_as_missing(eval
     teacher = following["teacher"]  # the multi-step teacher on the same 18 prompts: a reference, not a check
     assert teacher["steps"] == 2 and len(teacher["colour_share_per_prompt"]) == 18
     assert 0 <= teacher["colour_obeyed"] <= 1
+
+
+def night_scene(day: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The day scene darkened, with stars: a condition change that moves many edges."""
+    night = (day * 0.3).astype(np.uint8)
+    ys, xs = rng.integers(0, 20, 40), rng.integers(0, 64, 40)
+    night[ys, xs] = 255
+    return night
+
+
+def test_the_reference_checks_pass_a_perfect_translation_and_fail_returning_the_input() -> None:
+    rng = np.random.default_rng(0)
+    days = np.full((3, 64, 64, 3), 200, np.uint8)
+    days[:, 20:, :] = 90  # a road below the horizon
+    days[:, 40:60, 24:40] = (200, 30, 30)  # a car
+    nights = np.stack([night_scene(day, rng) for day in days])
+
+    def passed(outputs: np.ndarray) -> list[bool]:
+        figures = reference_figures(days, outputs, nights)
+        return [check.passed for check in closer_to_the_reference_checks("day_to_night", "night", figures)]
+
+    assert reference_figures(days, nights, nights)["edge_agreement"] < 0.5  # the input-edge gate fails the truth
+    assert passed(nights) == [True, True]
+    assert passed(days) == [False, False]
+    assert passed(np.zeros_like(days)) == [True, False]  # dark enough for PSNR, but the layout is gone
 
 
 def test_evaluate_only_some_sections_needs_no_classifier(evaluation_inputs: dict[str, Path],

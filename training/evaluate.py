@@ -22,6 +22,8 @@ measures, on the TEST splits:
   and PSNR / L1 against the same scene in the target condition are added, with the input's own
   PSNR as the do-nothing baseline, and the edge agreement of the input with that reference: what
   a perfect translation would score (day <-> night changes many edges, so it is below 0.5 there);
+  two more checks ask that the output be nearer that reference than the input is, by PSNR and by
+  edge agreement (which a perfect translation passes);
 - edit: L1 and perceptual distance from the photo at growing strength.
 A task whose weights are absent is reported as missing (with the reason), not as failed.
 Writes --out (JSON) and the same path with .md (a table with the command, date, device and the
@@ -456,16 +458,35 @@ def evaluate_translation(studio: Any, classifier: Classifier, args: argparse.Nam
                   "edge_agreement": edge_agreement(inputs, outputs)}
         edge_measure = "edge agreement with the input"
         if references is not None:
-            result["reference"] = {"psnr": psnr(outputs, references), "identity_psnr": psnr(inputs, references),
-                                   "l1": l1_distance(outputs, references),
-                                   "edge_agreement": edge_agreement(inputs, references)}
+            result["reference"] = reference_figures(inputs, outputs, references)
             edge_measure += f" (the same scene rendered {target}: {result['reference']['edge_agreement']:.2f})"
         results[direction] = result
         checks.append(Check(direction, f"classified {target} (classifier)", result["success_rate"], ">= 0.9",
                             result["success_rate"] >= 0.9))
         checks.append(Check(direction, edge_measure, result["edge_agreement"], ">= 0.5",
                             result["edge_agreement"] >= 0.5))
+        if references is not None:
+            checks.extend(closer_to_the_reference_checks(direction, target, result["reference"]))
     return results
+
+
+def reference_figures(inputs: np.ndarray, outputs: np.ndarray, references: np.ndarray) -> dict[str, float]:
+    """Outputs and untranslated inputs against the same scenes rendered in the target condition."""
+    return {"psnr": psnr(outputs, references), "identity_psnr": psnr(inputs, references),
+            "l1": l1_distance(outputs, references), "edge_agreement": edge_agreement(inputs, references),
+            "output_edge_agreement": edge_agreement(references, outputs)}
+
+
+def closer_to_the_reference_checks(direction: str, target: str, reference: dict[str, float]) -> list[Check]:
+    """The output is nearer the same scene rendered in the target condition than the untranslated
+    input is, by PSNR and by Canny edge agreement: a yardstick that a perfect translation passes
+    (the edge agreement with the input does not where the condition changes many edges)."""
+    scene = f"the same scene rendered {target}"
+    return [Check(direction, f"PSNR vs {scene} (dB)", reference["psnr"],
+                  f"> the input's {reference['identity_psnr']:.2f}", reference["psnr"] > reference["identity_psnr"]),
+            Check(direction, f"edge agreement with {scene}", reference["output_edge_agreement"],
+                  f"> the input's {reference['edge_agreement']:.2f}",
+                  reference["output_edge_agreement"] > reference["edge_agreement"])]
 
 
 # ---------------------------------------------------------------------------------------- edit
