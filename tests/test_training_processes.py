@@ -13,10 +13,12 @@ import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from accelerate.state import AcceleratorState, GradientState
 from safetensors.torch import load_file
 
 from models.weights.tiny import write_tiny_hub_layout
@@ -28,20 +30,39 @@ from tests.training_turbo_data import SIZE, write_paired, write_unpaired
 from training import runner
 from training.__main__ import main as training_main
 
+# two half batches train what one whole batch trains only in float32: bf16 autocast (the default on
+# CPUs with bf16 instructions) rounds each batch's sums at its own size
+FLOAT32 = ["--mixed-precision", "no"]
+
 AUTOENCODER = ["autoencoder", "--resolution", "32", "--crop", "24", "--lr", "3e-3", "--disc-start", "2",
-               "--checkpoint-every", "2", "--sample-every", "4", "--device", "cpu", *TINY_VAE]
+               "--checkpoint-every", "2", "--sample-every", "4", "--device", "cpu", *TINY_VAE, *FLOAT32]
 PIX2PIX = ["pix2pix-turbo", "--base", "tiny", "--task", "sketch", "--resolution", str(SIZE), "--lr", "1e-3",
-           "--checkpoint-every", "3", "--sample-every", "3", "--device", "cpu"]
+           "--checkpoint-every", "3", "--sample-every", "3", "--device", "cpu", *FLOAT32]
 LATENT_DIFFUSION = ["latent-diffusion", "--resolution", "32", "--lr", "1e-3", "--checkpoint-every", "2",
-                    "--sample-every", "4", "--device", "cpu", *TINY_LDM]
+                    "--sample-every", "4", "--device", "cpu", *TINY_LDM, *FLOAT32]
 ONE_STEP = ["one-step", "--resolution", "64", "--lr", "1e-3", "--checkpoint-every", "3", "--sample-every", "3",
-            "--device", "cpu"]
+            "--device", "cpu", *FLOAT32]
 CYCLEGAN = ["cyclegan-turbo", "--base", "tiny", "--resolution", str(SIZE), "--rank-unet", "4", "--lr", "1e-3",
-            "--checkpoint-every", "2", "--sample-every", "2", "--device", "cpu"]
-CLASSIFIER = ["classifier", "--resolution", "16", "--widths", "8,16", "--lr", "0.01", "--device", "cpu"]
+            "--checkpoint-every", "2", "--sample-every", "2", "--device", "cpu", *FLOAT32]
+CLASSIFIER = ["classifier", "--resolution", "16", "--widths", "8,16", "--lr", "0.01", "--device", "cpu", *FLOAT32]
 PREVIEW = ["preview-decoder", "--base", "tiny", "--resolution", "32", "--lr", "3e-3", "--checkpoint-every", "2",
-           "--sample-every", "2", "--device", "cpu", *TINY_PREVIEW]
+           "--sample-every", "2", "--device", "cpu", *TINY_PREVIEW, *FLOAT32]
 LAUNCH_TIMEOUT_S = 240
+
+
+def reset_accelerate() -> None:
+    """Forget accelerate's process-wide state, as accelerate's own test case does between tests."""
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
+@pytest.fixture(autouse=True)
+def float32_in_this_process() -> Iterator[None]:
+    """accelerate keeps one mixed precision per process and refuses another: runs in this worker
+    before these float32 ones (other files) trained at the default, and those after them do too."""
+    reset_accelerate()
+    yield
+    reset_accelerate()
 
 
 def free_port() -> int:
