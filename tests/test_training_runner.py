@@ -216,3 +216,17 @@ def test_8bit_adamw_is_refused_clearly_without_cuda_or_bitsandbytes(tmp_path: Pa
         runner.adamw_class("adamw8bit", torch.device("cuda"))
     optimizer = runner.Trainer(parse(tmp_path / "run")).adamw([nn.Parameter(torch.zeros(1))], lr=1e-3)
     assert type(optimizer) is torch.optim.AdamW
+
+
+def test_a_step_whose_gradient_norm_overflows_is_skipped_and_the_next_one_trains(tmp_path: Path) -> None:
+    """Clipping by an infinite norm (a bf16 overflow) would zero the gradients, or make every weight
+    NaN where one gradient is infinite: the step is skipped, the weights kept, the norm reported."""
+    trainer = runner.Trainer(parse(tmp_path / "run"))
+    weight = nn.Parameter(torch.ones(3))
+    optimizer = trainer.adamw([weight], lr=0.1)
+    (weight * torch.tensor([1.0, float("inf"), 1.0])).sum().backward()
+    assert torch.isinf(trainer.step(optimizer, clip=1.0))
+    assert torch.equal(weight.detach(), torch.ones(3)) and weight.grad is None
+    (weight * 2).sum().backward()
+    assert float(trainer.step(optimizer, clip=1.0)) == pytest.approx(2 * 3 ** 0.5)
+    assert bool((weight.detach() < 1).all())

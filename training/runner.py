@@ -411,7 +411,9 @@ class Trainer:
     def step(self, optimizer: torch.optim.Optimizer, clip: float | None = None) -> torch.Tensor | None:
         """On the last micro-batch of a step: average the gradients over the processes, unscale
         them (fp16), clip their norm to `clip`, step and clear them; else nothing (they accumulate).
-        Returns the gradient norm before clipping (over the averaged gradients) when it clipped."""
+        Returns the gradient norm before clipping (over the averaged gradients) when it clipped.
+        A step whose norm is not finite (a bf16 overflow) is skipped, as fp16's scaler skips one:
+        clipping by an infinite norm would zero the gradients or, with one infinite, make NaN."""
         if not self.updating:
             return None
         parameters = [p for group in optimizer.param_groups for p in group["params"]]
@@ -421,6 +423,9 @@ class Trainer:
         if scaler is not None:
             scaler.unscale_(optimizer)
         norm = torch.nn.utils.clip_grad_norm_(parameters, clip) if clip is not None else None
+        if norm is not None and not torch.isfinite(norm):
+            optimizer.zero_grad(set_to_none=True)
+            return norm
         if scaler is not None:
             scaler.step(optimizer)
             scaler.update()
