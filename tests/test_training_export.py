@@ -20,6 +20,7 @@ from tests.training_turbo_data import domain_images, write_paired, write_unpaire
 from training.__main__ import main as training_main
 from training.cyclegan_turbo import CycleGANTurbo
 from training.pix2pix_turbo import Pix2PixTurbo, control_batch
+from training.provenance import lineage, record_names, write_provenance
 from training.runner import TrainingInputError
 from training.turbo_common import CaptionEncoder
 
@@ -136,3 +137,48 @@ def test_export_refuses_bad_input(runs: dict[str, Path], tmp_path: Path) -> None
     with pytest.raises(TrainingInputError, match="one base"):
         training_main(["export", str(runs["sketch"]), str(moved.parent), "--out", str(tmp_path / "c")])
     assert not any(path.name.startswith(".tmp-") for path in tmp_path.iterdir())
+
+
+def test_export_keeps_the_records_of_its_runs_and_lists_them(exported: Path) -> None:
+    assert json.loads((exported / "EXPORT.json").read_text())["records"] == ["sketch", "day_night"]
+    assert sorted(path.name for path in (exported / "records").iterdir()) == ["day_night.json", "sketch.json"]
+    assert json.loads((exported / "records" / "sketch.json").read_text())["recipe"] == "pix2pix-turbo"
+    runs = (exported / "RUNS.md").read_text()
+    assert "### sketch (pix2pix-turbo): 3 steps" in runs and "### day_night (cyclegan-turbo): 3 steps" in runs
+    assert "steps 0 -> 3" in runs  # each session, with its command (here pytest's)
+
+
+def write_record(run: Path, recipe: str, **arguments: str) -> Path:
+    run.mkdir(parents=True)
+    session = {"arguments": {"out": str(run.relative_to(run.parents[1])), **arguments}, "start_step": 0,
+               "end_step": 10, "wall_time_s": 60.0, "s_per_step": 6.0, "command": ["python", "-m", "training", recipe],
+               "started_utc": "2026-12-07T06:00:00+00:00", "device": "cpu"}
+    (run / "record.json").write_text(json.dumps({"recipe": recipe, "status": "finished", "steps_done": 10,
+                                                 "wall_time_s": 60.0, "sessions": [session],
+                                                 "loss_summary": {"l1": {"first": 1.0, "last_10pct_mean": 0.25}},
+                                                 "metrics": {"test_psnr_db": 24.5}}))
+    return run
+
+
+def test_the_lineage_follows_model_folders_back_to_the_autoencoder(tmp_path: Path) -> None:
+    """Relative paths start where the run was trained (its --out as given ends its folder), absolute
+    ones as they are; a model not made by a run (tiny, hub, a folder without a record) ends a line."""
+    runs = tmp_path / "runs"
+    vae = write_record(runs / "vae", "autoencoder")
+    vae_ft = write_record(runs / "vae-ft", "autoencoder", init="runs/vae/model/vae")
+    ldm = write_record(runs / "ldm", "latent-diffusion", vae="runs/vae-ft")
+    one_step = write_record(runs / "one-step", "one-step", teacher="runs/ldm", vae="None")
+    classifier = write_record(runs / "classifier", "classifier")
+    sketch = write_record(runs / "sketch", "pix2pix-turbo", base="runs/one-step/model", perceptual="runs/classifier")
+    edge = write_record(runs / "edge", "pix2pix-turbo", base=str(one_step / "model"), perceptual=str(classifier))
+    other = write_record(tmp_path / "elsewhere" / "sketch", "pix2pix-turbo", base="tiny")
+    assert lineage([edge, sketch, other]) == [vae, vae_ft, ldm, one_step, classifier, edge, sketch, other]
+    assert record_names([sketch, other]) == {sketch: "sketch", other: "elsewhere-sketch"}
+
+    written = write_provenance([sketch], tmp_path / "model")
+    assert written == ["vae", "vae-ft", "ldm", "one-step", "classifier", "sketch"]
+    runs_md = (tmp_path / "model" / "RUNS.md").read_text()
+    headers = [line for line in runs_md.splitlines() if line.startswith("### ")]
+    assert headers[0] == "### vae (autoencoder): 10 steps, 1.0 min, finished" and len(headers) == 6
+    assert "steps 0 -> 10, 1.0 min, 6.00 s/step, cpu:\n  `python -m training autoencoder`" in runs_md
+    assert "- losses (first -> mean of the last 10%): l1 1 -> 0.25" in runs_md and "test_psnr_db: 24.5" in runs_md

@@ -15,6 +15,9 @@ EXPORT.json records the runs, the tasks, the base and `native_side`, the image s
 trained at (UNet sample size times the VAE's downsampling), which `--source mini` reads.
 --preview-decoder adds a preview-decoder run's tiny autoencoder as MODEL_DIR/taesd/ (the app's live
 text previews decode with it); it must have been distilled from the same base.
+records/ holds the record.json of every run the model came from: the given runs and, through
+their --base, --teacher, --vae, --init and --perceptual, the runs those were trained in, back to
+the autoencoder; RUNS.md lists them (sessions, exact commands, losses, metrics) for the model card.
 All runs must share one base. Nothing is left in MODEL_DIR on failure: it is written beside it
 and renamed when complete.
 """
@@ -35,6 +38,7 @@ from models.speed.taesd import PREVIEW_FOLDER, PREVIEW_RECORD
 from models.weights.sources import EXPORT_RECORD, check_local_dir, configured_native_side, missing_files
 from models.weights.specs import CHECKPOINTS, SD_TURBO
 from models.weights.tiny import write_tiny_hub_layout
+from training.provenance import write_provenance
 from training.runner import TMP_PREFIX, TrainingInputError
 
 TASK_FILE = "task.json"
@@ -179,11 +183,12 @@ def export(runs: list[Path], out: Path, dtype: torch.dtype, preview_run: Path | 
             copy_task(path, temp / "img2img-turbo" / CHECKPOINTS[task].converted_filename, dtype)
         if preview is not None:
             copy_preview(preview, temp / PREVIEW_FOLDER, dtype)
+        records = write_provenance([*runs, *([preview_run] if preview_run is not None else [])], temp)
         (temp / EXPORT_RECORD).write_text(json.dumps({
             "runs": [str(run.resolve()) for run in runs], "tasks": sorted(files), **base,
             "preview_decoder": str(preview_run.resolve()) if preview_run is not None else None,
             "dtype": str(dtype).removeprefix("torch."), "base_repo_layout": SD_TURBO.repo_id,
-            "native_side": configured_native_side(temp)}, indent=2))
+            "native_side": configured_native_side(temp), "records": records}, indent=2))
         check_local_dir(temp)
         if out.exists():
             out.rmdir()
