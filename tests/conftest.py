@@ -59,6 +59,29 @@ def one_browser_at_a_time(request: pytest.FixtureRequest, tmp_path_factory: pyte
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+# Training flags for tests that compare two runs weight for weight (several processes, gradient
+# checkpointing): exact only in float32, where bf16 autocast (the default on CPUs with bf16
+# instructions) rounds each variant's sums its own way
+FLOAT32_TRAINING = ["--mixed-precision", "no"]
+
+
+@pytest.fixture(scope="module")
+def fresh_accelerate() -> Iterator[None]:
+    """accelerate keeps one mixed precision per process and refuses another: a module whose runs
+    train with FLOAT32_TRAINING in this process, beside other files' runs at the default, forgets
+    that state before and after (as accelerate's own test case does). Name it in the module's
+    pytestmark, so that it comes before the module's own fixtures that train."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    def reset() -> None:
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+
+    reset()
+    yield
+    reset()
+
+
 @pytest.fixture
 def time_limit(request: pytest.FixtureRequest) -> Callable[[float, float, str], None]:
     """check(started, seconds, what): with --timing, assert that no more than `seconds` passed since

@@ -1,5 +1,5 @@
 """--gradient-checkpointing on gives what off gives: every recipe with a checkpointable network runs
-one step both ways from the same seed on the CPU, and the trained weights agree (the sketch model's
+one step both ways from the same seed on the CPU in float32, and the trained weights agree (the sketch model's
 per-example gamma included, which CUDA's default checkpointing used to break)."""
 
 from __future__ import annotations
@@ -13,10 +13,13 @@ import torch.utils.checkpoint
 from safetensors.torch import load_file
 
 from models.weights.tiny import write_tiny_hub_layout
+from tests.conftest import FLOAT32_TRAINING
 from tests.test_training_ldm import TINY_LDM, TINY_VAE, write_shapes_dataset
 from tests.test_training_preview import TINY_PREVIEW
 from tests.training_turbo_data import SIZE, write_paired, write_unpaired
 from training.__main__ import main as training_main
+
+pytestmark = pytest.mark.usefixtures("fresh_accelerate")
 
 Arguments = Callable[[dict[str, Path]], list[str]]
 RECIPES: dict[str, Arguments] = {
@@ -66,7 +69,8 @@ def trained_weights(out: Path) -> dict[str, torch.Tensor]:
 
 def run_one_step(arguments: list[str], out: Path, checkpointing: str) -> dict[str, torch.Tensor]:
     training_main([*arguments, "--out", str(out), "--steps", "1", "--resolution", str(SIZE), "--device", "cpu",
-                   "--seed", "3", "--lr", "1e-2", "--sample-every", "100", "--gradient-checkpointing", checkpointing])
+                   "--seed", "3", "--lr", "1e-2", "--sample-every", "100", "--gradient-checkpointing", checkpointing,
+                   *FLOAT32_TRAINING])
     return trained_weights(out)
 
 

@@ -13,15 +13,14 @@ import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
-from accelerate.state import AcceleratorState, GradientState
 from safetensors.torch import load_file
 
 from models.weights.tiny import write_tiny_hub_layout
+from tests.conftest import FLOAT32_TRAINING
 from tests.test_training_classifier import make_dataset
 from tests.test_training_ldm import TINY_LDM, TINY_VAE, write_shapes_dataset
 from tests.test_training_one_step import write_captioned
@@ -30,39 +29,23 @@ from tests.training_turbo_data import SIZE, write_paired, write_unpaired
 from training import runner
 from training.__main__ import main as training_main
 
-# two half batches train what one whole batch trains only in float32: bf16 autocast (the default on
-# CPUs with bf16 instructions) rounds each batch's sums at its own size
-FLOAT32 = ["--mixed-precision", "no"]
-
 AUTOENCODER = ["autoencoder", "--resolution", "32", "--crop", "24", "--lr", "3e-3", "--disc-start", "2",
-               "--checkpoint-every", "2", "--sample-every", "4", "--device", "cpu", *TINY_VAE, *FLOAT32]
+               "--checkpoint-every", "2", "--sample-every", "4", "--device", "cpu", *TINY_VAE, *FLOAT32_TRAINING]
 PIX2PIX = ["pix2pix-turbo", "--base", "tiny", "--task", "sketch", "--resolution", str(SIZE), "--lr", "1e-3",
-           "--checkpoint-every", "3", "--sample-every", "3", "--device", "cpu", *FLOAT32]
+           "--checkpoint-every", "3", "--sample-every", "3", "--device", "cpu", *FLOAT32_TRAINING]
 LATENT_DIFFUSION = ["latent-diffusion", "--resolution", "32", "--lr", "1e-3", "--checkpoint-every", "2",
-                    "--sample-every", "4", "--device", "cpu", *TINY_LDM, *FLOAT32]
+                    "--sample-every", "4", "--device", "cpu", *TINY_LDM, *FLOAT32_TRAINING]
 ONE_STEP = ["one-step", "--resolution", "64", "--lr", "1e-3", "--checkpoint-every", "3", "--sample-every", "3",
-            "--device", "cpu", *FLOAT32]
+            "--device", "cpu", *FLOAT32_TRAINING]
 CYCLEGAN = ["cyclegan-turbo", "--base", "tiny", "--resolution", str(SIZE), "--rank-unet", "4", "--lr", "1e-3",
-            "--checkpoint-every", "2", "--sample-every", "2", "--device", "cpu", *FLOAT32]
-CLASSIFIER = ["classifier", "--resolution", "16", "--widths", "8,16", "--lr", "0.01", "--device", "cpu", *FLOAT32]
+            "--checkpoint-every", "2", "--sample-every", "2", "--device", "cpu", *FLOAT32_TRAINING]
+CLASSIFIER = ["classifier", "--resolution", "16", "--widths", "8,16", "--lr", "0.01", "--device", "cpu", *FLOAT32_TRAINING]
 PREVIEW = ["preview-decoder", "--base", "tiny", "--resolution", "32", "--lr", "3e-3", "--checkpoint-every", "2",
-           "--sample-every", "2", "--device", "cpu", *TINY_PREVIEW, *FLOAT32]
+           "--sample-every", "2", "--device", "cpu", *TINY_PREVIEW, *FLOAT32_TRAINING]
 LAUNCH_TIMEOUT_S = 240
 
 
-def reset_accelerate() -> None:
-    """Forget accelerate's process-wide state, as accelerate's own test case does between tests."""
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
-
-
-@pytest.fixture(autouse=True)
-def float32_in_this_process() -> Iterator[None]:
-    """accelerate keeps one mixed precision per process and refuses another: runs in this worker
-    before these float32 ones (other files) trained at the default, and those after them do too."""
-    reset_accelerate()
-    yield
-    reset_accelerate()
+pytestmark = pytest.mark.usefixtures("fresh_accelerate")
 
 
 def free_port() -> int:
@@ -177,11 +160,12 @@ def test_gradient_accumulation_equals_the_larger_batch(tmp_path: Path) -> None:
     """Two micro-batches of 3 per step train what one batch of 6 trains (the toy recipe, one process)."""
     from tests.training_toy import main as toy
 
-    toy(["--out", str(tmp_path / "six"), "--device", "cpu", "--batch-size", "6"])
-    toy(["--out", str(tmp_path / "three"), "--device", "cpu", "--batch-size", "3", "--gradient-accumulation-steps", "2"])
+    toy(["--out", str(tmp_path / "six"), "--device", "cpu", "--batch-size", "6", *FLOAT32_TRAINING])
+    toy(["--out", str(tmp_path / "three"), "--device", "cpu", "--batch-size", "3", "--gradient-accumulation-steps", "2",
+         *FLOAT32_TRAINING])
     assert session(tmp_path / "three")["global_batch"] == 6
     assert max_difference(weights(tmp_path / "three"), weights(tmp_path / "six")) < 1e-6
-    toy(["--out", str(tmp_path / "alone"), "--device", "cpu", "--batch-size", "3"])
+    toy(["--out", str(tmp_path / "alone"), "--device", "cpu", "--batch-size", "3", *FLOAT32_TRAINING])
     assert max_difference(weights(tmp_path / "alone"), weights(tmp_path / "six")) > 1e-3  # the check can fail
 
 
