@@ -225,9 +225,10 @@ def test_evaluate_measures_present_tasks_and_reports_absent_ones_as_missing(eval
     assert sketch["identity_psnr"] < 100 and sketch["spread_across_seeds"]["1.0"] == 0.0  # gamma 1 ignores the seed
     assert sketch["spread_across_seeds"]["0.2"] > 0
     night = results["translation"]["day_to_night"]
-    assert night["status"] == "measured" and 0 <= night["success_rate"] <= 1 and 0 <= night["edge_agreement"] <= 1
+    assert night["status"] == "measured" and 0 <= night["success_rate"] <= 1
+    assert 0 <= night["structure_agreement"] <= 1 and 0 <= night["edge_agreement"] <= 1
     assert night["inputs"].endswith("paired/day_night") and night["reference"]["identity_psnr"] < 100
-    ceiling = night["reference"]["edge_agreement"]  # the input's edges against the same scene at night
+    ceiling = night["reference"]["structure_agreement"]  # the input's structure against the same scene at night
     assert 0 <= ceiling <= 1 and 0 <= night["reference"]["output_edge_agreement"] <= 1
     assert set(results["missing"]) == {"edge_to_image", "night_to_day", "clear_to_rainy", "rainy_to_clear"}
     assert "night2day.safetensors" in results["missing"]["night_to_day"]
@@ -235,7 +236,9 @@ def test_evaluate_measures_present_tasks_and_reports_absent_ones_as_missing(eval
     assert set(results["edit"]["strengths"]) == {"0.2", "0.4", "0.6", "0.8", "1.0"}
     measures = {(check["task"], check["measure"]) for check in results["checks"]}
     assert ("day_to_night", "classified night (classifier)") in measures
-    assert ("day_to_night", f"edge agreement with the input (the same scene rendered night: {ceiling:.2f})") in measures
+    floor = night["reference"]["other_scene_structure_agreement"]  # against another scene at night (2 images)
+    assert ("day_to_night", f"structure agreement with the input (the same scene rendered night: {ceiling:.2f}, "
+            f"another scene: {floor:.2f})") in measures
     assert {("day_to_night", "PSNR vs the same scene rendered night (dB)"),
             ("day_to_night", "edge agreement with the same scene rendered night")} <= measures
     reference = text["real_held_out"]  # the classifier on the held-out real emoji: the check's ceiling
@@ -277,7 +280,8 @@ def test_the_reference_checks_pass_a_perfect_translation_and_fail_returning_the_
         figures = reference_figures(days, outputs, nights)
         return [check.passed for check in closer_to_the_reference_checks("day_to_night", "night", figures)]
 
-    assert reference_figures(days, nights, nights)["edge_agreement"] < 0.5  # the input-edge gate fails the truth
+    truth = reference_figures(days, nights, nights)
+    assert truth["edge_agreement"] < 0.5 < truth["structure_agreement"]  # fixed Canny thresholds fail the truth
     assert passed(nights) == [True, True]
     assert passed(days) == [False, False]
     assert passed(np.zeros_like(days)) == [True, False]  # dark enough for PSNR, but the layout is gone

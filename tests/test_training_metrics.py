@@ -6,8 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
+from training.data.scenes import render, sample_layout
 from training.metrics import (domain_success_rate, edge_agreement, edge_f1, frechet_distance, l1_distance, psnr,
-                              spread_across_seeds, top_k_accuracy)
+                              spread_across_seeds, structure_agreement, top_k_accuracy)
 
 
 def test_frechet_distance_is_zero_for_identical_sets_and_grows_with_a_shift() -> None:
@@ -70,6 +71,35 @@ def test_edge_agreement_keeps_a_small_shift_and_drops_a_large_one() -> None:
     blank = np.full((1, 64, 64, 3), 255, np.uint8)
     assert edge_agreement(square()[None], blank) == 0.0
     assert edge_f1(np.zeros((4, 4), bool), np.zeros((4, 4), bool)) == 1.0
+
+
+def rendered_scenes(condition: str, count: int = 12) -> np.ndarray:
+    """Scenes of the training data's renderer in one condition: layout i is the same in every condition."""
+    layouts = [sample_layout(np.random.default_rng([4242, index]), 256) for index in range(count)]
+    return np.stack([render(layout, condition, np.random.default_rng(index), 128)
+                     for index, layout in enumerate(layouts)])
+
+
+@pytest.mark.parametrize("condition", ["night", "rainy"])
+def test_structure_agreement_tells_a_kept_layout_from_a_lost_one(condition: str) -> None:
+    """The same layout rendered by day and at night (or in rain) keeps its structure; another layout
+    does not: the translation gate's 0.5 sits between the two, where fixed Canny thresholds put even
+    the same layout at night below it (its dim edges never reach them)."""
+    days, changed = rendered_scenes("day"), rendered_scenes(condition)
+    same_layout = structure_agreement(days, changed)
+    other_layout = structure_agreement(days, np.roll(changed, 1, axis=0))
+    assert same_layout > 0.5 > other_layout + 0.1, (same_layout, other_layout)
+    if condition == "night":
+        assert edge_agreement(days, changed) < 0.5  # what the structure measure is for
+
+
+def test_structure_agreement_ignores_the_light_but_not_the_layout() -> None:
+    days = rendered_scenes("day", count=4)
+    assert structure_agreement(days, (days * 0.2).astype(np.uint8)) > 0.8  # the same scene, dimmed
+    assert structure_agreement(square()[None], square()[None]) == 1.0
+    assert structure_agreement(square()[None], np.full((1, 64, 64, 3), 90, np.uint8)) == 0.0  # flat: no edges
+    noise = np.random.default_rng(0).integers(0, 256, days.shape, dtype=np.uint8)
+    assert structure_agreement(days, noise) < 0.45  # below the gate (dense noise edges match some by chance)
 
 
 def test_spread_across_seeds() -> None:

