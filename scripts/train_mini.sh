@@ -71,7 +71,7 @@ stage() {
     ldm)
       train "$RUNS/ldm" 2 64 latent-diffusion --vae "$RUNS/vae-ft" --dataset "$DATA/emoji/captioned" \
         --unet-channels 32,64,128,128 --norm-groups 16 --head-channels 32 --text-width 128 --text-layers 2 \
-        --text-heads 4 --lr 5e-4 --lr-schedule cosine --ema-decay 0.999 --steps 20000 --colour-variants \
+        --text-heads 4 --lr 5e-4 --lr-schedule cosine --ema-decay 0.999 --steps 18000 --colour-variants \
         --checkpoint-every 250 --sample-every 1000 ;;
     one-step)
       # with teacher pairs: UFOGen's losses alone left textured blobs after 1,000 of 3,000 steps here;
