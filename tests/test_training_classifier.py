@@ -212,8 +212,12 @@ def test_evaluate_measures_present_tasks_and_reports_absent_ones_as_missing(eval
     training_main(["evaluate", str(paths["model"]), "--classifier", str(paths["classifier"]),
                    "--emoji", str(paths["emoji"]), "--scenes", str(paths["scenes"]), "--teacher", str(paths["model"]),
                    "--teacher-steps", "2", "--prompts", "4", "--limit", "2", "--spread-images", "2", "--seeds", "2",
-                   "--resolution", "32", "--device", "cpu", "--out", str(out)])
+                   "--resolution", "32", "--device", "cpu", "--out", str(out), "--grids", str(paths["root"] / "grids")])
     results = json.loads(out.read_text())
+    grids = {Path(path).name for path in results["grids"]}  # every measured section but edge (missing)
+    assert grids == {f"{name}.jpg" for name in ("autoencoder", "colour_prompts", "text_to_image", "sketch_to_image",
+                                                 "translation", "edit")}
+    assert sorted(path.name for path in (paths["root"] / "grids").iterdir()) == sorted(grids)  # nothing half-written
     assert results["classifier"]["sha256"] == load_classifier(paths["classifier"]).stamp()["sha256"]
     assert {"command", "date", "device", "checks", "missing"} <= set(results)
     text = results["text_to_image"]

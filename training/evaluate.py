@@ -27,6 +27,8 @@ measures, on the TEST splits:
   ask that the output be nearer that reference than the input is, by PSNR and by edge agreement;
 - edit: L1 and perceptual distance from the photo at growing strength.
 A task whose weights are absent is reported as missing (with the reason), not as failed.
+With --grids DIR, the first held-out inputs, the outputs and the targets behind these figures are
+also written as sample grids (training.gallery), one JPEG a section.
 Writes --out (JSON) and the same path with .md (a table with the command, date, device and the
 classifier's path and sha256). Targets are issue 9's; each figure says it used our classifier.
 """
@@ -48,9 +50,10 @@ import numpy as np
 import torch
 
 from training import runner
-from training.colour import colour_prompts, hue_accuracy, mean_colour_error, mean_pairwise_difference
+from training.colour import COLOUR_WORDS, colour_prompts, hue_accuracy, mean_colour_error, mean_pairwise_difference
 from training.classifier import (Classifier, FeatureExtractor, captioned_folder, classify, load_classifier,
                                  perceptual_distance, to_network_input)
+from training.gallery import Gallery
 from training.metrics import (domain_success_rate, edge_agreement, frechet_distance, l1_distance, psnr,
                               spread_across_seeds, structure_agreement, top_k_hits)
 
@@ -114,6 +117,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="results .json (a .md table is written beside it)")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=None, metavar="SECTION",
                         help=f"measure only these sections (of {', '.join(SECTIONS)}); default: all")
+    parser.add_argument("--grids", type=Path, default=None, metavar="DIR",
+                        help="also write sample grids (one JPEG a section: the first held-out inputs, the "
+                             "model's outputs and the targets, as measured) to DIR")
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -175,7 +181,8 @@ def reconstruct(vae: Any, images: np.ndarray, device: torch.device, batch: int =
     return np.concatenate(outputs)
 
 
-def evaluate_autoencoder(args: argparse.Namespace, device: torch.device, checks: list[Check]) -> dict[str, Any]:
+def evaluate_autoencoder(args: argparse.Namespace, device: torch.device, checks: list[Check],
+                         gallery: Gallery) -> dict[str, Any]:
     from models.weights.base_loading import load_vae
 
     vae = load_vae(runner.run_model_dir(args.model_dir, "vae")).to(device).eval()
@@ -183,6 +190,8 @@ def evaluate_autoencoder(args: argparse.Namespace, device: torch.device, checks:
     for name, root in (("emoji", args.emoji), ("scenes", args.scenes)):
         originals = real_images(root, "test", args.resolution)
         reconstructions = reconstruct(vae, originals, device)
+        gallery.add("autoencoder", f"held-out {name}", originals)
+        gallery.add("autoencoder", "reconstructed (vae/)", reconstructions)
         colour = mean_colour_error(originals, reconstructions)
         result[name] = {"images": len(originals), "psnr": psnr(reconstructions, originals),
                         "mean_colour_error": float(colour.mean()), "worst_colour_error": float(colour.max())}
@@ -210,7 +219,8 @@ def real_colour_images(emoji: Path, resolution: int) -> tuple[list[np.ndarray], 
     return images, colours
 
 
-def evaluate_prompt_following(studio: Any, args: argparse.Namespace, checks: list[Check]) -> dict[str, Any]:
+def evaluate_prompt_following(studio: Any, args: argparse.Namespace, checks: list[Check],
+                              gallery: Gallery) -> dict[str, Any]:
     size = studio_size(studio, args.size or native_size(studio))
 
     def draw(prompt: str, seed: int) -> np.ndarray:
@@ -219,6 +229,7 @@ def evaluate_prompt_following(studio: Any, args: argparse.Namespace, checks: lis
     rows = colour_prompts()
     by_prompt = {prompt: [draw(prompt, seed) for seed in range(COLOUR_SEEDS)] for prompt, _ in rows}
     per_prompt = {prompt: hue_accuracy(by_prompt[prompt], [colour] * COLOUR_SEEDS) for prompt, colour in rows}
+    add_colour_rows(gallery, "one step, seed 0", [(prompt, by_prompt[prompt][0]) for prompt, _ in rows])
     obeyed = float(np.mean([share > 0.5 for share in per_prompt.values()]))
     real, real_colours = real_colour_images(args.emoji, args.resolution)
     real_accuracy = hue_accuracy(real, real_colours) if real else None
@@ -237,16 +248,26 @@ def evaluate_prompt_following(studio: Any, args: argparse.Namespace, checks: lis
               "real_emoji_images": len(real), "prompt_difference": across_prompts, "seed_difference": across_seeds,
               "prompt_to_seed_ratio": ratio}
     if args.teacher is not None:
-        result["teacher"] = teacher_colour_following(args, size, studio.device)
+        result["teacher"] = teacher_colour_following(args, size, studio.device, gallery)
     return result
 
 
-def teacher_colour_following(args: argparse.Namespace, size: int, device: torch.device) -> dict[str, Any]:
+def add_colour_rows(gallery: Gallery, label: str, drawn: Sequence[tuple[str, np.ndarray]]) -> None:
+    """One row a shape (colour_prompts() lists every colour of a shape together)."""
+    for start in range(0, len(drawn), len(COLOUR_WORDS)):
+        chunk = drawn[start:start + len(COLOUR_WORDS)]
+        gallery.add("colour_prompts", label, [image for _, image in chunk], captions=[prompt for prompt, _ in chunk])
+
+
+def teacher_colour_following(args: argparse.Namespace, size: int, device: torch.device,
+                             gallery: Gallery) -> dict[str, Any]:
     """The multi-step teacher on the same colour prompts and seeds count: what one step is distilled
     from (a reference beside the check, not a check)."""
     rows = colour_prompts()
     prompts = [prompt for prompt, _ in rows for _ in range(COLOUR_SEEDS)]
     images = teacher_images(args.teacher, prompts, args.teacher_steps, args.teacher_guidance, size, device)
+    add_colour_rows(gallery, f"teacher, DDIM {args.teacher_steps} steps",
+                    [(prompt, images[index * COLOUR_SEEDS]) for index, (prompt, _) in enumerate(rows)])
     per_prompt = {prompt: hue_accuracy(list(images[index * COLOUR_SEEDS:(index + 1) * COLOUR_SEEDS]),
                                        [colour] * COLOUR_SEEDS)
                   for index, (prompt, colour) in enumerate(rows)}
@@ -317,7 +338,7 @@ def concept_check(top5: float, real_top5: float | None, concepts: int) -> Check:
 
 
 def evaluate_text_to_image(studio: Any, classifier: Classifier, args: argparse.Namespace,
-                           checks: list[Check]) -> dict[str, Any]:
+                           checks: list[Check], gallery: Gallery) -> dict[str, Any]:
     if "concept" not in classifier.config.labels:
         return missing("the classifier has no concept head (train it on the emoji dataset)")
     rows = prompt_rows(args.emoji, classifier.config.labels["concept"], args.prompts)
@@ -327,6 +348,7 @@ def evaluate_text_to_image(studio: Any, classifier: Classifier, args: argparse.N
     size = studio_size(studio, args.size or native_size(studio))
     generated = np.stack([as_array(studio.text_to_image(prompt, seed=index, width=size, height=size))
                           for index, prompt in enumerate(prompts)])
+    gallery.add("text_to_image", "one step (seed = prompt number)", generated, captions=prompts)
     held_out, held_out_reference = held_out_concepts(args.emoji, classifier, args.resolution)
     real_features = classify(classifier, held_out).features
     real_train = real_images(args.emoji, "train", args.resolution)
@@ -346,6 +368,8 @@ def evaluate_text_to_image(studio: Any, classifier: Classifier, args: argparse.N
     if args.teacher is not None:
         teacher = teacher_images(args.teacher, prompts, args.teacher_steps, args.teacher_guidance, size,
                                  studio.device)
+        gallery.add("text_to_image", f"teacher, DDIM {args.teacher_steps} steps, guidance {args.teacher_guidance:g}",
+                    teacher, captions=prompts)
         result["teacher"] = {"folder": str(args.teacher), "steps": args.teacher_steps, "sampler": "DDIM",
                              "guidance": args.teacher_guidance, **concept_hits(classifier, teacher, concepts),
                              "frechet_distance": distance_to_held_out(teacher)}
@@ -369,7 +393,7 @@ def with_colour_to_add(pairs: PairedDataset) -> tuple[PairedDataset, int]:
     return kept, len(pairs) - len(keep)
 
 
-def evaluate_sketch(studio: Any, args: argparse.Namespace, checks: list[Check]) -> dict[str, Any]:
+def evaluate_sketch(studio: Any, args: argparse.Namespace, checks: list[Check], gallery: Gallery) -> dict[str, Any]:
     from training.data.layouts import load_paired
 
     if "sketch_to_image" not in studio.store.tasks:
@@ -382,6 +406,9 @@ def evaluate_sketch(studio: Any, args: argparse.Namespace, checks: list[Check]) 
                          for i in indices])
 
     outputs = run(1.0, 0, range(len(pairs)))
+    gallery.add("sketch_to_image", "held-out line art", pairs.sources, captions=pairs.captions)
+    gallery.add("sketch_to_image", "gamma 1", outputs)
+    gallery.add("sketch_to_image", "target", pairs.targets)
     result: dict[str, Any] = {"status": "measured", "images": len(pairs),
                               "left_out_nothing_to_colour": nothing_to_colour, "gamma": 1.0,
                               "psnr": psnr(outputs, pairs.targets), "l1": l1_distance(outputs, pairs.targets),
@@ -391,9 +418,11 @@ def evaluate_sketch(studio: Any, args: argparse.Namespace, checks: list[Check]) 
     result["identity_colour_error"] = float(mean_colour_error(pairs.targets, pairs.sources).mean())
     spread_indices = range(min(args.spread_images, len(pairs)))
     seeds = range(max(2, args.seeds))
-    result["spread_across_seeds"] = {
-        str(gamma): spread_across_seeds(np.stack([run(gamma, seed, spread_indices) for seed in seeds]))
-        for gamma in GAMMAS}
+    spread_images = {gamma: np.stack([run(gamma, seed, spread_indices) for seed in seeds]) for gamma in GAMMAS}
+    result["spread_across_seeds"] = {str(gamma): spread_across_seeds(images) for gamma, images in spread_images.items()}
+    for gamma in GAMMAS[:-1]:
+        for seed in seeds[:2]:
+            gallery.add("sketch_to_image", f"gamma {gamma:g}, seed {seed}", spread_images[gamma][seed])
     spread = [result["spread_across_seeds"][str(gamma)] for gamma in GAMMAS]
     checks.append(Check("sketch_to_image", "PSNR vs colour target, gamma 1 (dB)", result["psnr"], ">= 18",
                         result["psnr"] >= 18))
@@ -407,14 +436,18 @@ def evaluate_sketch(studio: Any, args: argparse.Namespace, checks: list[Check]) 
     return result
 
 
-def evaluate_edge(studio: Any, args: argparse.Namespace, checks: list[Check]) -> dict[str, Any]:
+def evaluate_edge(studio: Any, args: argparse.Namespace, checks: list[Check], gallery: Gallery) -> dict[str, Any]:
     from training.data.layouts import load_paired
 
     if "edge_to_image" not in studio.store.tasks:
         return missing(studio.unavailable_tasks.get("edge_to_image", "not loaded"))
     pairs = load_paired(args.emoji / "edge", "test", args.resolution, limit=args.limit)
-    outputs = np.stack([as_array(studio.edge_to_image(target, caption)[1])
-                        for target, caption in zip(pairs.targets, pairs.captions)])
+    drawn = [studio.edge_to_image(target, caption) for target, caption in zip(pairs.targets, pairs.captions)]
+    outputs = np.stack([as_array(image) for _, image in drawn])
+    gallery.add("edge_to_image", "Canny edges of the held-out target", [as_array(edges) for edges, _ in drawn],
+                captions=pairs.captions)
+    gallery.add("edge_to_image", "output", outputs)
+    gallery.add("edge_to_image", "target", pairs.targets)
     result = {"status": "measured", "images": len(pairs), "psnr": psnr(outputs, pairs.targets),
               "l1": l1_distance(outputs, pairs.targets), "edge_agreement": edge_agreement(pairs.targets, outputs)}
     checks.append(Check("edge_to_image", "PSNR vs colour target (dB)", result["psnr"], ">= 18", result["psnr"] >= 18))
@@ -439,7 +472,7 @@ def translation_inputs(scenes: Path, subfolder: str, domain: str, resolution: in
 
 
 def evaluate_translation(studio: Any, classifier: Classifier, args: argparse.Namespace,
-                         checks: list[Check]) -> dict[str, Any]:
+                         checks: list[Check], gallery: Gallery) -> dict[str, Any]:
     conditions = classifier.config.labels.get("condition", ())
     results: dict[str, Any] = {}
     for direction, (subfolder, domain, target) in TRANSLATIONS.items():
@@ -451,6 +484,10 @@ def evaluate_translation(studio: Any, classifier: Classifier, args: argparse.Nam
             continue
         inputs, references, source = translation_inputs(args.scenes, subfolder, domain, args.resolution, args.limit)
         outputs = np.stack([as_array(studio.translate(image, direction=direction)) for image in inputs])
+        gallery.add("translation", f"{direction}: held-out input", inputs)
+        gallery.add("translation", "output", outputs)
+        if references is not None:
+            gallery.add("translation", f"the same scene rendered {target}", references)
         target_index = conditions.index(target)
         result = {"status": "measured", "inputs": source, "images": len(inputs), "target_condition": target,
                   "success_rate": domain_success_rate(classify(classifier, outputs).logits["condition"], target_index),
@@ -508,7 +545,8 @@ def closer_to_the_reference_checks(direction: str, target: str, reference: dict[
 
 # ---------------------------------------------------------------------------------------- edit
 
-def evaluate_edit(studio: Any, classifier: Classifier, args: argparse.Namespace, checks: list[Check]) -> dict[str, Any]:
+def evaluate_edit(studio: Any, classifier: Classifier, args: argparse.Namespace, checks: list[Check],
+                  gallery: Gallery) -> dict[str, Any]:
     from training.data.layouts import load_captioned
 
     photos = load_captioned(captioned_folder(args.emoji), "test", args.resolution, limit=args.spread_images)
@@ -516,9 +554,11 @@ def evaluate_edit(studio: Any, classifier: Classifier, args: argparse.Namespace,
     device = next(classifier.network.parameters()).device
     photo_tensors = to_network_input(photos.images, classifier.config.resolution, device)
     by_strength = {}
+    gallery.add("edit", "held-out photo", photos.images, captions=photos.captions)
     for strength in EDIT_STRENGTHS:
         edited = np.stack([as_array(studio.edit(photo, caption, strength=strength, seed=index))
                            for index, (photo, caption) in enumerate(zip(photos.images, photos.captions))])
+        gallery.add("edit", f"strength {strength:g}", edited)
         with torch.inference_mode():
             perceptual = perceptual_distance(extractor, photo_tensors,
                                              to_network_input(edited, classifier.config.resolution, device))
@@ -551,7 +591,9 @@ def markdown(results: dict[str, Any]) -> str:
              (f"- classifier: `{classifier['path']}` (sha256 {classifier['sha256'][:16]}...); {CLASSIFIER_NOTE}"
               if classifier else "- classifier: none (no section that needs it was measured)"),
              f"- held-out data: {results['data']['emoji']} and {results['data']['scenes']} (test splits, "
-             f"{results['data']['resolution']} px)", "",
+             f"{results['data']['resolution']} px)",
+             *([f"- sample grids: {', '.join(f'`{Path(path).name}`' for path in results['grids'])} in "
+                f"`{Path(results['grids'][0]).parent}`"] if results.get("grids") else []), "",
              "", "\"(classifier)\": measured with the classifier named above; other figures are pixel metrics.", "",
              "| task | measure | value | target | result |", "|---|---|---|---|---|"]
     for check in results["checks"]:
@@ -614,22 +656,25 @@ def main(args: argparse.Namespace) -> None:
     studio = functools.cache(lambda: Studio.load(source=source_for(args.model_dir), model_dir=args.model_dir,
                                                  device=device))
     checks: list[Check] = []
+    gallery = Gallery(args.grids)
     sections: dict[str, Callable[[], dict[str, Any]]] = {
-        "autoencoder": lambda: evaluate_autoencoder(args, device, checks),
-        "prompt_following": lambda: evaluate_prompt_following(studio(), args, checks),
-        "text_to_image": lambda: evaluate_text_to_image(studio(), classifier, args, checks),
-        "sketch_to_image": lambda: evaluate_sketch(studio(), args, checks),
-        "edge_to_image": lambda: evaluate_edge(studio(), args, checks),
-        "translation": lambda: evaluate_translation(studio(), classifier, args, checks),
-        "edit": lambda: evaluate_edit(studio(), classifier, args, checks),
+        "autoencoder": lambda: evaluate_autoencoder(args, device, checks, gallery),
+        "prompt_following": lambda: evaluate_prompt_following(studio(), args, checks, gallery),
+        "text_to_image": lambda: evaluate_text_to_image(studio(), classifier, args, checks, gallery),
+        "sketch_to_image": lambda: evaluate_sketch(studio(), args, checks, gallery),
+        "edge_to_image": lambda: evaluate_edge(studio(), args, checks, gallery),
+        "translation": lambda: evaluate_translation(studio(), classifier, args, checks, gallery),
+        "edit": lambda: evaluate_edit(studio(), classifier, args, checks, gallery),
     }
     measured = {name: section() for name, section in sections.items() if args.only is None or name in args.only}
     results = {"command": command_line(args), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "device": runner.device_description(device), "model_dir": str(args.model_dir),
-               "source": studio().source.describe() if set(measured) - {"autoencoder"} else f"vae/ of {args.model_dir}", "classifier": {**classifier.stamp(), "note": CLASSIFIER_NOTE} if classifier else None,
+               "source": studio().source.describe() if set(measured) - {"autoencoder"} else f"vae/ of {args.model_dir}",
+               "classifier": {**classifier.stamp(), "note": CLASSIFIER_NOTE} if classifier else None,
                "data": {"emoji": str(args.emoji), "scenes": str(args.scenes), "split": "test",
                         "resolution": args.resolution},
-               **measured, "checks": [check.to_json() for check in checks], "missing": missing_tasks(measured)}
+               **measured, "checks": [check.to_json() for check in checks], "missing": missing_tasks(measured),
+               "grids": [str(path) for path in gallery.write()]}
     write_atomic(args.out, json.dumps(results, indent=2))
     write_atomic(args.out.with_suffix(".md"), markdown(results))
     print(markdown(results))
