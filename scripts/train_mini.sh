@@ -115,7 +115,8 @@ stage() {
         --out "$RUNS/mini-export" --dtype float16 --preview-decoder "$RUNS/preview" ;;
     evaluate)
       "$PYTHON" -m training evaluate "$RUNS/mini-export" --classifier "$RUNS/classifier" --emoji "$DATA/emoji" \
-        --scenes "$DATA/scenes" --teacher "$RUNS/ldm" --device cpu --out "$RUNS/eval/mini-export.json" ;;
+        --scenes "$DATA/scenes" --teacher "$RUNS/ldm" --device cpu --out "$RUNS/eval/mini-export.json" \
+        --grids "$RUNS/mini-export/samples" ;;
     *) echo "unknown stage $1" >&2; exit 2 ;;
   esac
 }
