@@ -11,14 +11,16 @@ mini's native side, loaded here as `random_mini`) and what the data itself score
   yellow, green, blue and purple shapes come back with their hue, PSNR >= 24 dB and mean colour
   within 10 grey levels;
 - text to image: the 18 colour prompts of the gate ("a red heart" ... "a purple square") draw their
-  colour at one seed; the prompted colour shows (a red heart is redder than a blue heart, a red apple
+  colour at one seed; different prompts differ at least half as much as seeds do (the gate's
+  measure); the prompted colour shows (a red heart is redder than a blue heart, a red apple
   than a green apple) and the image is not noise: its high-frequency energy, relative to its
   contrast, is low (emoji of the data: at most about 0.2; random weights: about 0.6; noise: 0.87);
   the live preview, decoded by the shipped tiny preview decoder (taesd/), is close to the final
   image from the full VAE (shipped: 23.4 dB PSNR; a random decoder of that shape: 2.1 dB);
 - sketch to image at gamma 1, on a drawn face in the data's line-art style: the lines stay dark,
   the face is coloured as prompted, and the image is closer to the colour drawing than both the
-  line art itself and random weights' image are;
+  line art itself and random weights' image are, by the gate's 3 dB over the line art;
+- edge to image, on that face and the flat shapes: the drawing comes back from its Canny edges;
 - translation of rendered scenes (training.data.scenes, the renderer of the training data, with
   layouts it did not train on): day -> night darker, night -> day brighter, clear -> rainy greyer,
   rainy -> clear more colourful; closer to the same layout rendered in the target condition than
@@ -43,7 +45,7 @@ from models.weights.base_loading import load_vae
 from models.weights.sources import default_mini_dir
 from pipelines import Studio
 from tests.mini_folder import write_fake_mini
-from training.colour import colour_prompts, dominant_hue, hue_accuracy, mean_colour_error
+from training.colour import colour_prompts, dominant_hue, hue_accuracy, mean_colour_error, mean_pairwise_difference
 from training.data.scenes import render, sample_layout
 from training.evaluate import reconstruct
 
@@ -61,6 +63,9 @@ FACE_YELLOW = (252, 234, 43)  # OpenMoji's face colour
 MIN_LINE_CONTRAST = 30.0  # grey levels: lines darker than the rest of the drawing
 MIN_YELLOWNESS = 30.0  # (R + G) / 2 - B inside the face; the target: 200
 MIN_GAIN_OVER_RANDOM = 5.0  # grey levels of mean absolute difference to the target
+MIN_SKETCH_GAIN_DB = 3.0  # PSNR to the colour drawing above the line art's own (the gate's margin); shipped 1.6
+MIN_PROMPT_TO_SEED = 0.5  # image difference between prompts / between seeds of a prompt (the gate's); shipped 0.019
+MIN_EDGE_PSNR = 15.0  # dB, edge to image of drawings in the data's style vs the drawing; shipped 11.2 (gate 18 held-out)
 SCENES = 3
 SCENE_SEED = 90210  # layouts of their own (the training data's seeds are small numbers)
 MIN_LIGHT_CHANGE = 10.0  # mean grey level, day <-> night; shipped -93 and +75 (first session: -15.5), random +8.6
@@ -217,6 +222,21 @@ def test_colour_words_are_obeyed(mini: Studio) -> None:
     assert share >= MIN_COLOUR_WORDS_OBEYED, f"{share:.2f} of the colour words obeyed; wrong: {wrong}"
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "the shipped mini draws nearly the same picture for every prompt: prompt-to-prompt / seed-to-seed difference "
+    "0.019; strict: the retrained weights make this pass, and then the mark must go"))
+def test_different_prompts_give_different_images(mini: Studio) -> None:
+    """Six colour prompts at three seeds: changing the prompt moves the image at least half as much as
+    changing the seed (the gate's measure, training.evaluate's prompt_following)."""
+    prompts = [prompt for prompt, _ in colour_prompts()][::3][:6]  # red and green, each shape
+    drawn = {prompt: np.stack([pixels(mini.text_to_image(prompt, seed=seed)).astype(np.uint8) for seed in range(3)])
+             for prompt in prompts}
+    across_prompts = mean_pairwise_difference(np.stack([images[0] for images in drawn.values()]))
+    across_seeds = average([mean_pairwise_difference(images) for images in drawn.values()])
+    ratio = across_prompts / max(across_seeds, 1e-9)
+    assert ratio >= MIN_PROMPT_TO_SEED, f"prompt-to-prompt {across_prompts:.2f}, seed-to-seed {across_seeds:.2f}"
+
+
 def test_text_to_image_is_not_noise(mini: Studio, random_mini: Studio) -> None:
     prompts = [prompt for pair in COLOUR_PAIRS for prompt in pair[:2]]
     ours = average([noisiness(mini.text_to_image(prompt, seed=0)) for prompt in prompts])
@@ -268,6 +288,36 @@ def test_sketch_keeps_the_lines_and_colours_the_face(mini: Studio, random_mini: 
     ours_off, line_off, random_off = distance(ours, colour), distance(line_art, colour), distance(random, colour)
     assert ours_off < line_off and ours_off < random_off - MIN_GAIN_OVER_RANDOM, \
         f"distance to the colour drawing {ours_off:.1f}; the line art {line_off:.1f}; random weights {random_off:.1f}"
+
+
+def psnr_db(a: np.ndarray, b: np.ndarray) -> float:
+    return 10 * float(np.log10(255**2 / max(float(((pixels(a) - pixels(b)) ** 2).mean()), 1e-6)))
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "the shipped mini's sketch model redraws the lines with a yellow smudge: 12.1 dB against the colour drawing, "
+    "1.6 dB above the line art's own 10.5; strict: the retrained weights make this pass, and then the mark must go"))
+def test_sketch_to_image_is_nearer_the_colour_drawing_than_the_line_art_by_the_gates_margin(mini: Studio) -> None:
+    line_art, colour, _, _ = drawn_face(mini.limits.native_side)
+    ours = mini.sketch_to_image(line_art, SKETCH_PROMPT, gamma=1.0, seed=0)
+    gain = psnr_db(ours, colour) - psnr_db(line_art, colour)
+    assert gain >= MIN_SKETCH_GAIN_DB, f"{psnr_db(ours, colour):.1f} dB, {gain:.1f} dB above the line art"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "the shipped mini's edge model returns the edges softly coloured: 11.2 dB on average against the drawings "
+    "(held-out edges: 11.4 dB); strict: the retrained weights make this pass, and then the mark must go"))
+def test_edge_to_image_paints_the_drawing_its_edges_came_from(mini: Studio) -> None:
+    """The drawn face and the six flat shapes: their Canny edges (the app's defaults) and a caption
+    give back the drawing."""
+    side = mini.limits.native_side
+    _, face, _, _ = drawn_face(side)
+    shapes, words = flat_shapes(side)
+    drawings = [(face, SKETCH_PROMPT)] + [(shape, f"{'an' if word[0] in 'aeiou' else 'a'} {word} "
+                                          f"{('circle', 'square', 'heart')[index % 3]}")
+                                         for index, (shape, word) in enumerate(zip(shapes, words))]
+    scores = [psnr_db(mini.edge_to_image(drawing, caption)[1], drawing) for drawing, caption in drawings]
+    assert average(scores) >= MIN_EDGE_PSNR, f"PSNR against the drawings: {[round(score, 1) for score in scores]}"
 
 
 # --- translation ---------------------------------------------------------------------------------
