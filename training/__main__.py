@@ -57,6 +57,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run a recipe; bad input raises TrainingInputError or DatasetError (`cli` shows them as one line)."""
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
     from models.running.host_memory import retain_for_training
@@ -67,5 +68,28 @@ def main(argv: list[str] | None = None) -> None:
     record(args.run)(args)  # under torchrun / accelerate launch, the launcher's summary names the error
 
 
+def is_input_error(error: ValueError) -> bool:
+    """A recipe's bad-input error (imported here, once raised: the recipes' modules are loaded by then)."""
+    from training.data.layouts import DatasetError
+    from training.runner import TrainingInputError
+
+    return isinstance(error, (TrainingInputError, DatasetError))
+
+
+def cli(argv: list[str] | None = None) -> None:
+    """The command line: bad input (a missing folder, a wrong flag value, an unreadable dataset) ends
+    with one line naming it and exit status 2, as argparse's own errors do; anything else keeps its
+    traceback."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        main(argv)
+    except ValueError as error:
+        if not is_input_error(error):
+            raise
+        recipe = next((arg for arg in argv if not arg.startswith("-")), "")
+        print(f"python -m training {recipe}: error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    main()
+    cli()
