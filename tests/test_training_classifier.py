@@ -205,7 +205,8 @@ def evaluation_inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pat
 
 
 def test_evaluate_measures_present_tasks_and_reports_absent_ones_as_missing(evaluation_inputs: dict[str, Path],
-                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                           monkeypatch: pytest.MonkeyPatch,
+                                                                           capsys: pytest.CaptureFixture[str]) -> None:
     paths = evaluation_inputs
     monkeypatch.setenv("ONESTEP_CACHE", str(paths["root"] / "cache"))
     out = paths["root"] / "results.json"
@@ -214,6 +215,8 @@ def test_evaluate_measures_present_tasks_and_reports_absent_ones_as_missing(eval
                    "--teacher-steps", "2", "--prompts", "4", "--limit", "2", "--spread-images", "2", "--seeds", "2",
                    "--resolution", "32", "--device", "cpu", "--out", str(out), "--grids", str(paths["root"] / "grids")])
     results = json.loads(out.read_text())
+    progress = capsys.readouterr().err  # which section runs, one line as each starts and ends
+    assert "evaluate: [1/7] autoencoder ..." in progress and "evaluate: [7/7] edit done in" in progress
     grids = {Path(path).name for path in results["grids"]}  # every measured section but edge (missing)
     assert grids == {f"{name}.jpg" for name in ("autoencoder", "colour_prompts", "text_to_image", "sketch_to_image",
                                                  "translation", "edit")}

@@ -40,6 +40,8 @@ import dataclasses
 import functools
 import json
 import os
+import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -637,6 +639,19 @@ def source_for(model_dir: Path) -> str:
     return "local"
 
 
+def measure_sections(sections: dict[str, Callable[[], dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Run each section in turn, saying on stderr which one runs and how long it took (a whole
+    evaluation takes minutes on a CPU)."""
+    measured = {}
+    for number, (name, section) in enumerate(sections.items(), start=1):
+        print(f"evaluate: [{number}/{len(sections)}] {name} ...", file=sys.stderr, flush=True)
+        started = time.perf_counter()
+        measured[name] = section()
+        print(f"evaluate: [{number}/{len(sections)}] {name} done in {time.perf_counter() - started:.0f} s",
+              file=sys.stderr, flush=True)
+    return measured
+
+
 def main(args: argparse.Namespace) -> None:
     from pipelines.studio import Studio
 
@@ -666,7 +681,8 @@ def main(args: argparse.Namespace) -> None:
         "translation": lambda: evaluate_translation(studio(), classifier, args, checks, gallery),
         "edit": lambda: evaluate_edit(studio(), classifier, args, checks, gallery),
     }
-    measured = {name: section() for name, section in sections.items() if args.only is None or name in args.only}
+    measured = measure_sections({name: section for name, section in sections.items()
+                                 if args.only is None or name in args.only})
     results = {"command": command_line(args), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "device": runner.device_description(device), "model_dir": str(args.model_dir),
                "source": studio().source.describe() if set(measured) - {"autoencoder"} else f"vae/ of {args.model_dir}",
