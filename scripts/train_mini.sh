@@ -8,8 +8,8 @@
 # tasks: the five task stages as two one-thread lanes side by side (sketch, edge, clear-rainy | day-night,
 # preview), each logging to $RUNS/lane-*.log; about 1.25x sooner than one at a time (the default ladder).
 # DATA (default /work/data) and RUNS (default /work/runs) say where datasets and runs live; both are
-# outside the repository and rebuilt or resumed by this script. One stage runs at a time and uses
-# every core (torch's own threads); the runner keeps freed memory in the process (glibc).
+# outside the repository and rebuilt or resumed by this script. Outside `tasks`, one stage runs at a
+# time and uses every core (torch's own threads); the runner keeps freed memory in the process (glibc).
 # Beside other work, run it with `nice -n -15` and the kernel's autogroup scheduling off
 # (`echo 0 > /proc/sys/kernel/sched_autogroup_enabled`, as root): with autogroup on, each terminal
 # session gets an equal share whatever its nice value, a two-thread run waits at every parallel
@@ -17,7 +17,7 @@
 # of 2.2 s for the VAE at 128 px, batch 8). Without root, set OMP_NUM_THREADS=1 instead.
 set -euo pipefail
 SELF=$(realpath "$0")
-cd "$(dirname "$0")/.."
+cd "$(dirname "$SELF")/.."
 DATA=${DATA:-/work/data}
 RUNS=${RUNS:-/work/runs}
 PYTHON=${PYTHON:-.venv/bin/python}
@@ -113,16 +113,21 @@ stage() {
         --also "$DATA/scenes/captioned" --lr 1e-3 --lr-schedule cosine --steps 1500 \
         --checkpoint-every 250 --sample-every 500 ;;
     tasks)
-      # each lane one thread (the preview's two processes one each); a lane that fails stops this script
-      # once the other has finished
+      # each lane one thread (the preview's two processes one each), in its own process group, so that
+      # stopping this script (Ctrl-C, kill) stops both lanes' training too; a lane that fails is reported
+      # at once, the other goes on, and this script then exits with 1
       local lanes=() failed=0
-      OMP_NUM_THREADS=1 bash "$SELF" sketch edge clear-rainy > "$RUNS/lane-sketch-edge-clear-rainy.log" 2>&1 &
+      OMP_NUM_THREADS=1 setsid bash "$SELF" sketch edge clear-rainy >> "$RUNS/lane-sketch-edge-clear-rainy.log" 2>&1 &
       lanes+=($!)
-      OMP_NUM_THREADS=1 bash "$SELF" day-night preview > "$RUNS/lane-day-night-preview.log" 2>&1 &
+      OMP_NUM_THREADS=1 setsid bash "$SELF" day-night preview >> "$RUNS/lane-day-night-preview.log" 2>&1 &
       lanes+=($!)
+      trap 'kill -TERM -- "-${lanes[0]}" "-${lanes[1]}" 2>/dev/null; exit 143' INT TERM
       echo "== tasks: two lanes, logs in $RUNS/lane-*.log"
-      for lane in "${lanes[@]}"; do wait "$lane" || failed=1; done
-      [ "$failed" = 0 ] || { echo "a task lane failed: see $RUNS/lane-*.log" >&2; exit 1; } ;;
+      for _ in "${lanes[@]}"; do
+        if ! wait -n; then failed=1; echo "a task lane failed: see $RUNS/lane-*.log" >&2; fi
+      done
+      trap - INT TERM
+      [ "$failed" = 0 ] || exit 1 ;;
     export)
       rm -rf "$RUNS/mini-export"
       "$PYTHON" -m training export "$RUNS/sketch" "$RUNS/edge" "$RUNS/day-night" "$RUNS/clear-rainy" \

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from training.gallery import COLUMNS, Gallery, tile_origin
+from training.gallery import COLUMNS, Gallery, caption_lines, tile_origin
 
 
 def flat_tiles(count: int, seed: int) -> np.ndarray:
@@ -34,6 +34,16 @@ def test_each_image_is_drawn_at_its_tile(tmp_path: Path) -> None:
             inner = picture[y + 4:y + 28, x + 4:x + 28]  # away from the JPEG ringing at the tile's border
             assert np.abs(inner - image[0, 0]).max() < 12, (row_index, column)
     assert picture[:, :120].min() < 100  # the labels are drawn in black on the white margin
+
+
+def test_captions_stay_within_their_tile_and_empty_rows_are_left_out(tmp_path: Path) -> None:
+    long = "a line drawing of a man getting a haircut in a barber shop"
+    for side in (32, 128):
+        lines = caption_lines(long, side).split("\n")
+        assert len(lines) == 2 and all(0 < len(line) <= side // 6 for line in lines)
+    gallery = Gallery(tmp_path)
+    gallery.add("edge", "no held-out images", np.zeros((0, 32, 32, 3), np.uint8))
+    assert gallery.sections == {} and gallery.write() == []
 
 
 def test_without_a_folder_nothing_is_kept_or_written() -> None:

@@ -98,8 +98,11 @@ def test_structure_agreement_ignores_the_light_but_not_the_layout() -> None:
     assert structure_agreement(days, (days * 0.2).astype(np.uint8)) > 0.8  # the same scene, dimmed
     assert structure_agreement(square()[None], square()[None]) == 1.0
     assert structure_agreement(square()[None], np.full((1, 64, 64, 3), 90, np.uint8)) == 0.0  # flat: no edges
-    noise = np.random.default_rng(0).integers(0, 256, days.shape, dtype=np.uint8)
-    assert structure_agreement(days, noise) < 0.45  # below the gate (dense noise edges match some by chance)
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, days.shape, dtype=np.uint8)
+    assert structure_agreement(days, noise) < 0.45  # measured 0.38: dense noise edges match some by chance
+    smooth_noise = np.stack([cv2.GaussianBlur(image, (0, 0), 2.0) for image in noise])
+    assert structure_agreement(days, smooth_noise) < 0.4  # blobs, not the scene's layout
 
 
 def test_spread_across_seeds() -> None:

@@ -10,6 +10,7 @@ import argparse
 import ast
 import importlib
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -78,16 +79,17 @@ def is_input_error(error: ValueError) -> bool:
 
 def cli(argv: list[str] | None = None) -> None:
     """The command line: bad input (a missing folder, a wrong flag value, an unreadable dataset) ends
-    with one line naming it and exit status 2, as argparse's own errors do; anything else keeps its
-    traceback."""
+    with one line naming it and exit status 2, as argparse's own errors do (under torchrun, the first
+    process says it, and the launcher then adds its own summary); anything else keeps its traceback."""
     argv = sys.argv[1:] if argv is None else argv
     try:
         main(argv)
     except ValueError as error:
         if not is_input_error(error):
             raise
-        recipe = next((arg for arg in argv if not arg.startswith("-")), "")
-        print(f"python -m training {recipe}: error: {error}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every process finds the same bad input
+            recipe = next((arg for arg in argv if not arg.startswith("-")), "")
+            print(f"python -m training {recipe}: error: {error}", file=sys.stderr)
         sys.exit(2)
 
 

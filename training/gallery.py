@@ -20,7 +20,7 @@ LABEL_WIDTH = 176  # pixels of the label column
 GAP = 4  # pixels between tiles
 CAPTION_HEIGHT = 26  # pixels under each tile of a row with captions
 LABEL_CHARACTERS = 26  # a label line wraps at this many characters
-CAPTION_CHARACTERS = 20  # a caption line is cut at this many characters
+CHARACTER_WIDTH = 6  # pixels of the default font's character, about: a caption line holds side // 6 of them
 JPEG_QUALITY = 90  # full colour resolution (4:4:4): a model card's grids take about 1.5 MB, where PNG takes 4
 
 
@@ -40,7 +40,7 @@ class Gallery:
 
     def add(self, section: str, label: str, images: np.ndarray | Sequence[np.ndarray],
             captions: Sequence[str] = ()) -> None:
-        if self.folder is None:
+        if self.folder is None or len(images) == 0:
             return
         kept = np.stack([np.asarray(image, np.uint8)[..., :3] for image in list(images)[:COLUMNS]])
         self.sections.setdefault(section, []).append(Row(label, kept, tuple(captions)[:COLUMNS]))
@@ -54,8 +54,11 @@ class Gallery:
         for section, rows in self.sections.items():
             path = self.folder / f"{section}.jpg"
             temporary = path.with_name(f".tmp-{path.name}")
-            grid(rows).save(temporary, format="JPEG", quality=JPEG_QUALITY, subsampling=0, optimize=True)
-            os.replace(temporary, path)
+            try:
+                grid(rows).save(temporary, format="JPEG", quality=JPEG_QUALITY, subsampling=0, optimize=True)
+                os.replace(temporary, path)
+            finally:
+                temporary.unlink(missing_ok=True)
             written.append(path)
         return written
 
@@ -90,12 +93,13 @@ def grid(rows: Sequence[Row]) -> Image.Image:
             x, y = tile_origin(rows, index, column)
             canvas.paste(Image.fromarray(image), (x, y))
             if column < len(row.captions):
-                draw.multiline_text((x, y + image.shape[0] + 1), caption_lines(row.captions[column]), fill="black",
-                                    font=font)
+                draw.multiline_text((x, y + image.shape[0] + 1), caption_lines(row.captions[column], side),
+                                    fill="black", font=font)
     return canvas
 
 
-def caption_lines(caption: str) -> str:
-    """At most two lines, each cut to CAPTION_CHARACTERS."""
-    lines = textwrap.wrap(caption, CAPTION_CHARACTERS)[:2] or [""]
-    return "\n".join(line[:CAPTION_CHARACTERS] for line in lines)
+def caption_lines(caption: str, side: int) -> str:
+    """At most two lines, each as wide as a tile (side pixels) at most."""
+    width = max(1, side // CHARACTER_WIDTH)
+    lines = textwrap.wrap(caption, width)[:2] or [""]
+    return "\n".join(line[:width] for line in lines)
