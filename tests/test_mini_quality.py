@@ -49,6 +49,7 @@ from training.colour import (colour_prompts, dominant_hue, hue_accuracy, mean_co
                              mean_pairwise_difference)
 from training.data.scenes import render, sample_layout
 from training.evaluate import reconstruct
+from training.metrics import psnr
 
 SEEDS = (0, 1)
 COLOUR_PAIRS = (("a red heart", "a blue heart", 2), ("a red apple", "a green apple", 1))  # (warm, cool, channel)
@@ -291,8 +292,8 @@ def test_sketch_keeps_the_lines_and_colours_the_face(mini: Studio, random_mini: 
         f"distance to the colour drawing {ours_off:.1f}; the line art {line_off:.1f}; random weights {random_off:.1f}"
 
 
-def psnr_db(a: np.ndarray, b: np.ndarray) -> float:
-    return 10 * float(np.log10(255**2 / max(float(((pixels(a) - pixels(b)) ** 2).mean()), 1e-6)))
+def psnr_db(a: Image.Image | np.ndarray, b: Image.Image | np.ndarray) -> float:
+    return psnr(pixels(a), pixels(b))
 
 
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
