@@ -4,9 +4,10 @@
 #
 #   bash scripts/train_mini.sh [STAGE ...]      # default: every stage, in order
 #
-# Stages: data vae ldm one-step classifier sketch edge day-night clear-rainy preview export evaluate, and
+# Stages: data vae ldm one-step classifier sketch edge day-night clear-rainy preview export evaluate ship, and
 # tasks: the five task stages as two one-thread lanes side by side (sketch, edge, clear-rainy | day-night,
 # preview), each logging to $RUNS/lane-*.log; about 1.25x sooner than one at a time (the default ladder).
+# ship (not in the default ladder, once the evaluation passes) puts the export and its evaluation in assets/mini.
 # DATA (default /work/data) and RUNS (default /work/runs) say where datasets and runs live; both are
 # outside the repository and rebuilt or resumed by this script. Outside `tasks`, one stage runs at a
 # time and uses every core (torch's own threads); the runner keeps freed memory in the process (glibc).
@@ -136,6 +137,20 @@ stage() {
       "$PYTHON" -m training evaluate "$RUNS/mini-export" --classifier "$RUNS/classifier" --emoji "$DATA/emoji" \
         --scenes "$DATA/scenes" --teacher "$RUNS/ldm" --device cpu --out "$RUNS/eval/mini-export.json" \
         --grids "$RUNS/mini-export/samples" ;;
+    ship)
+      # not in the default ladder: once the evaluation's gates pass, the export and its evaluation replace
+      # assets/mini (the model card stays: update it by hand); written beside it, then swapped in
+      local target=assets/mini
+      [ -f "$RUNS/eval/mini-export.json" ] && [ -f "$RUNS/mini-export/EXPORT.json" ] \
+        || { echo "ship: run the export and evaluate stages first" >&2; exit 1; }
+      rm -rf "$target.part"
+      cp -r "$RUNS/mini-export" "$target.part"
+      cp "$RUNS/eval/mini-export.json" "$target.part/evaluation.json"
+      cp "$RUNS/eval/mini-export.md" "$target.part/EVALUATION.md"
+      [ ! -f "$target/MODEL_CARD.md" ] || cp "$target/MODEL_CARD.md" "$target.part/"
+      rm -rf "$target"
+      mv "$target.part" "$target"
+      echo "== ship: $target now holds $RUNS/mini-export and its evaluation; update $target/MODEL_CARD.md" ;;
     *) echo "unknown stage $1" >&2; exit 2 ;;
   esac
 }
