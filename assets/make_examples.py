@@ -4,7 +4,8 @@ Everything here is drawn with OpenCV primitives: no downloaded images, no licenc
 Run it again after changing a drawing: `python assets/make_examples.py`.
 
 Sketches are 512x512 black lines on white, as the canvas makes them. Photos are synthetic
-512x384 street and landscape scenes for the edge, day/night, rain and edit tabs.
+512x384 street and landscape scenes for the edge, day/night, rain and edit tabs. Drawings are
+512x512 flat-coloured emoji-style pictures, for the mini models' edit and edge examples.
 """
 
 from __future__ import annotations
@@ -164,6 +165,35 @@ def photo_mountain_lake() -> Canvas:
     return cv2.GaussianBlur(image, (3, 3), 0)
 
 
+def emoji_outline(canvas: Canvas, outline: np.ndarray, fill: tuple[int, int, int]) -> None:
+    """A filled shape with the thick black outline of the emoji the mini models were trained on."""
+    cv2.fillPoly(canvas, [outline], fill, cv2.LINE_AA)
+    cv2.polylines(canvas, [outline], True, INK, 4 * LINE, cv2.LINE_AA)
+
+
+def drawing_red_heart() -> Canvas:
+    """A flat red heart in the emoji style (for mini's edit and edge examples)."""
+    canvas = blank_sketch()
+    t = np.linspace(0, 2 * np.pi, 200)
+    x = 16 * np.sin(t) ** 3
+    y = 13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t)
+    emoji_outline(canvas, np.stack([256 + 13 * x, 250 - 13 * y], axis=1).astype(np.int32), (221, 46, 68))
+    return canvas
+
+
+def drawing_red_apple() -> Canvas:
+    """A flat red apple with a stem and a green leaf, in the emoji style."""
+    canvas = blank_sketch()
+    t = np.linspace(0, 2 * np.pi, 200)
+    radius = 170 * (1 - 0.14 * np.sin(t) ** 16 * (np.sin(t) < 0))  # a dip at the top, under the stem
+    body = np.stack([256 + 1.05 * radius * np.cos(t), 290 + radius * np.sin(t)], axis=1).astype(np.int32)
+    emoji_outline(canvas, body, (221, 46, 68))
+    cv2.line(canvas, (256, 140), (270, 70), INK, 6 * LINE, cv2.LINE_AA)  # stem
+    leaf = cv2.ellipse2Poly((320, 95), (55, 26), -25, 0, 360, 10)
+    emoji_outline(canvas, leaf, (92, 177, 68))
+    return canvas
+
+
 EXAMPLES: dict[str, Callable[[], Canvas]] = {
     "sketch_house.png": sketch_house,
     "sketch_cat.png": sketch_cat_face,
@@ -172,6 +202,8 @@ EXAMPLES: dict[str, Callable[[], Canvas]] = {
     "photo_night_street.png": photo_night_street,
     "photo_rainy_street.png": photo_rainy_street,
     "photo_mountain_lake.png": photo_mountain_lake,
+    "drawing_red_heart.png": drawing_red_heart,
+    "drawing_red_apple.png": drawing_red_apple,
 }
 
 

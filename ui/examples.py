@@ -22,9 +22,9 @@ MINI_EDGE = [
     [example("photo_mountain_lake.png"), "a snow-capped mountain", NO_STYLE],
     [example("photo_day_street.png"), "a cityscape", NO_STYLE],
 ]
-MINI_EDIT = [
-    [example("photo_day_street.png"), "a night with stars", 0.5],
-    [example("photo_mountain_lake.png"), "a sunrise over mountains", 0.6],
+MINI_EDIT = [  # emoji-style drawings: mini edits what it was trained on (photos come back as blotches)
+    [example("drawing_red_heart.png"), "a blue heart", 0.9],
+    [example("drawing_red_apple.png"), "a green apple", 0.9],
 ]
 
 
