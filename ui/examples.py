@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 MINI_TEXT = [["a red heart", 7], ["a grinning cat", 42], ["a green apple", 1234]]
 MINI_SKETCH = [
     [example("sketch_cat.png"), "a grinning cat", NO_STYLE],
-    [example("sketch_house.png"), "a house", NO_STYLE],
+    [example("sketch_house.png"), "a red house", NO_STYLE],
     [example("sketch_mountains.png"), "a snow-capped mountain", NO_STYLE],
 ]
 MINI_EDGE = [
