@@ -18,9 +18,9 @@ MINI_SKETCH = [
     [example("sketch_house.png"), "a red house", NO_STYLE],
     [example("sketch_mountains.png"), "a snow-capped mountain", NO_STYLE],
 ]
-MINI_EDGE = [
-    [example("photo_mountain_lake.png"), "a snow-capped mountain", NO_STYLE],
-    [example("photo_day_street.png"), "a cityscape", NO_STYLE],
+MINI_EDGE = [  # the drawings' edges in another colour: the photos' edges came back as grey blotches
+    [example("drawing_red_heart.png"), "a blue heart", NO_STYLE],
+    [example("drawing_red_apple.png"), "a green apple", NO_STYLE],
 ]
 MINI_EDIT = [  # emoji-style drawings: mini edits what it was trained on (photos come back as blotches)
     [example("drawing_red_heart.png"), "a blue heart", 0.9],
