@@ -138,7 +138,7 @@ stage() {
         --scenes "$DATA/scenes" --teacher "$RUNS/ldm" --device cpu --out "$RUNS/eval/mini-export.json" \
         --grids "$RUNS/mini-export/samples" ;;
     ship)
-      # not in the default ladder: once the evaluation's gates pass, the export and its evaluation replace
+      # not in the default ladder: once the evaluation is worth shipping, the export and its evaluation replace
       # assets/mini (the model card stays: update it by hand); written beside it, then swapped in
       local target=assets/mini
       [ -f "$RUNS/eval/mini-export.json" ] && [ -f "$RUNS/mini-export/EXPORT.json" ] \
