@@ -215,8 +215,13 @@ def test_recipes_continue_from_the_shipped_fp16_mini_folder(dataset: Path, tmp_p
     training_main(ldm_args(dataset, SHIPPED_MINI, ldm, "--steps", "1", "--batch-size", "2", "--resolution", "32"))
     assert record(ldm)["status"] == "finished"
 
+    # the shipped UNet is itself a one-step (v-prediction) generator: no teacher for multi-step sampling,
+    # and one-step says so; the latent-diffusion run made from the shipped folder is one
     one_step = tmp_path / "one-step"
-    training_main(["one-step", "--teacher", str(SHIPPED_MINI), "--dataset", str(dataset), "--out", str(one_step),
-                   "--resolution", "32", "--steps", "1", "--batch-size", "2", "--device", "cpu"])
+    one_step_args = ["one-step", "--dataset", str(dataset), "--out", str(one_step), "--resolution", "32",
+                     "--steps", "1", "--batch-size", "2", "--device", "cpu"]
+    with pytest.raises(runner.TrainingInputError, match="prediction_type 'v_prediction'"):
+        training_main([*one_step_args, "--teacher", str(SHIPPED_MINI)])
+    training_main([*one_step_args, "--teacher", str(ldm)])
     assert record(one_step)["status"] == "finished"
     assert (one_step / "model" / "unet" / "config.json").is_file()
