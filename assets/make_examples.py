@@ -21,6 +21,7 @@ SKETCH_SIZE = 512
 PHOTO_SIZE = (512, 384)  # width, height
 INK = (0, 0, 0)
 LINE = 3
+EMOJI_RED = (221, 46, 68)  # the red of the emoji hearts and apples mini was trained on
 
 Canvas = np.ndarray  # HxWx3 uint8, RGB
 
@@ -177,7 +178,7 @@ def drawing_red_heart() -> Canvas:
     t = np.linspace(0, 2 * np.pi, 200)
     x = 16 * np.sin(t) ** 3
     y = 13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t)
-    emoji_outline(canvas, np.stack([256 + 13 * x, 250 - 13 * y], axis=1).astype(np.int32), (221, 46, 68))
+    emoji_outline(canvas, np.stack([256 + 13 * x, 250 - 13 * y], axis=1).astype(np.int32), EMOJI_RED)
     return canvas
 
 
@@ -187,7 +188,7 @@ def drawing_red_apple() -> Canvas:
     t = np.linspace(0, 2 * np.pi, 200)
     radius = 170 * (1 - 0.14 * np.sin(t) ** 16 * (np.sin(t) < 0))  # a dip at the top, under the stem
     body = np.stack([256 + 1.05 * radius * np.cos(t), 290 + radius * np.sin(t)], axis=1).astype(np.int32)
-    emoji_outline(canvas, body, (221, 46, 68))
+    emoji_outline(canvas, body, EMOJI_RED)
     cv2.line(canvas, (256, 140), (270, 70), INK, 6 * LINE, cv2.LINE_AA)  # stem
     leaf = cv2.ellipse2Poly((320, 95), (55, 26), -25, 0, 360, 10)
     emoji_outline(canvas, leaf, (92, 177, 68))
