@@ -20,7 +20,7 @@ from tests.training_turbo_data import SIZE, write_paired
 from training.__main__ import main as training_main
 from training.data.layouts import DatasetError
 from training.pix2pix_turbo import (Batch, LossWeights, Pix2PixTurbo, binarise_lines, canny_map, control_maps,
-                                    training_step, write_task_folder)
+                                    mirror_rows, training_step, write_task_folder)
 from training.turbo_common import CaptionEncoder, PatchDiscriminator, PerceptualLoss, trainable_parameters
 
 CPU = torch.device("cpu")
@@ -150,11 +150,19 @@ def test_controls_follow_the_app(tmp_path: Path) -> None:
     assert torch.equal(control_maps(edge_image[None], colour[None], "edge"), maps)
 
 
-def run_recipe(dataset: Path, out: Path, task: str, steps: int = 2) -> Path:
+def run_recipe(dataset: Path, out: Path, task: str, steps: int = 2, *extra: str) -> Path:
     training_main(["pix2pix-turbo", "--base", "tiny", "--dataset", str(dataset), "--out", str(out), "--task", task,
                    "--steps", str(steps), "--batch-size", "2", "--resolution", str(SIZE), "--device", "cpu",
-                   "--lr", "1e-3"])
+                   "--lr", "1e-3", *extra])
     return out
+
+
+def test_mirror_flips_the_chosen_rows_only() -> None:
+    images = torch.arange(2 * 3 * 2 * 4, dtype=torch.float32).view(2, 3, 2, 4)
+    mirrored = mirror_rows(images, torch.tensor([False, True]))
+    assert torch.equal(mirrored[0], images[0])
+    assert torch.equal(mirrored[1], images[1].flip(-1))
+    assert not torch.equal(mirrored[1], images[1])
 
 
 def test_recipe_runs_and_writes_the_app_task(tmp_path: Path) -> None:
@@ -181,17 +189,23 @@ def test_sketch_recipe_refuses_a_dataset_without_sketches(tmp_path: Path) -> Non
     assert not (tmp_path / "run" / "model").exists()
 
 
-def test_resume_reaches_the_weights_of_an_uninterrupted_run(tmp_path: Path) -> None:
+def checkpoint_weights(run: Path, step: int, part: str) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
+    return load_file(str(run / "checkpoints" / f"step_{step:06d}" / f"{part}.safetensors"))
+
+
+@pytest.mark.parametrize("extra", [(), ("--mirror",)], ids=["plain", "mirror"])
+def test_resume_reaches_the_weights_of_an_uninterrupted_run(tmp_path: Path, extra: tuple[str, ...]) -> None:
     dataset = write_paired(tmp_path / "data")
-    straight = run_recipe(dataset, tmp_path / "straight", "sketch", steps=2)
-    resumed = run_recipe(dataset, tmp_path / "resumed", "sketch", steps=1)
-    training_main(["pix2pix-turbo", "--base", "tiny", "--dataset", str(dataset), "--out", str(resumed), "--task",
-                   "sketch", "--steps", "2", "--batch-size", "2", "--resolution", str(SIZE), "--device", "cpu",
-                   "--lr", "1e-3", "--resume"])
+    straight = run_recipe(dataset, tmp_path / "straight", "sketch", 2, *extra)
+    resumed = run_recipe(dataset, tmp_path / "resumed", "sketch", 1, *extra)
+    run_recipe(dataset, resumed, "sketch", 2, *extra, "--resume")
     for part in ("unet", "vae", "skips", "discriminator"):
-        expected = load_file(str(straight / "checkpoints" / "step_000002" / f"{part}.safetensors"))
-        actual = load_file(str(resumed / "checkpoints" / "step_000002" / f"{part}.safetensors"))
+        expected, actual = checkpoint_weights(straight, 2, part), checkpoint_weights(resumed, 2, part)
         assert expected.keys() == actual.keys()
         assert all(torch.equal(expected[key], actual[key]) for key in expected), part
+    if extra:  # the mirrored pairs are what it trained on: the weights differ from a plain run's
+        plain = run_recipe(dataset, tmp_path / "plain", "sketch", 2)
+        unet, plain_unet = checkpoint_weights(straight, 2, "unet"), checkpoint_weights(plain, 2, "unet")
+        assert any(not torch.equal(unet[key], plain_unet[key]) for key in unet)

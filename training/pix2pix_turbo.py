@@ -77,6 +77,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="train on reconstruction alone before this step, then add the GAN term and the "
                              "discriminator (default 0, as upstream; on a small base a random discriminator "
                              "can win early)")
+    parser.add_argument("--mirror", action="store_true",
+                        help="mirror each training pair left-right with probability 1/2, control and target "
+                             "together (pix2pix's mirroring; against memorising the training concepts)")
 
 
 # --- data ------------------------------------------------------------------------------------------
@@ -127,6 +130,11 @@ def load_pairs(root: Path, task: str, resolution: int) -> tuple[np.ndarray | Non
     if missing:
         raise DatasetError(f"{prompts_path} has no caption for {missing[:5]}")
     return None, np.stack([read_image(folder / name, resolution) for name in names]), [prompts[n].strip() for n in names]
+
+
+def mirror_rows(images: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) images with the rows where `rows` (bool, (B,)) is true mirrored left-right."""
+    return torch.where(rows.view(-1, 1, 1, 1), images.flip(-1), images)
 
 
 def control_batch(maps: torch.Tensor, indices: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -295,8 +303,11 @@ def main(args: argparse.Namespace) -> None:
             gamma = trainer.shard(torch.rand(trainer.global_batch, generator=draws)).to(device)
             noise = torch.randn((trainer.global_batch, 4, latent_side, latent_side), generator=draws)
             noise = trainer.shard(noise).to(device)
-        batch = Batch(control_batch(controls, indices, device), image_batch(targets, indices, device),
-                      encode([captions[i] for i in indices.tolist()]), gamma, noise)
+        control, target = control_batch(controls, indices, device), image_batch(targets, indices, device)
+        if args.mirror:  # drawn after gamma and noise, so that a run without --mirror draws as before
+            mirrored = trainer.shard(torch.rand(trainer.global_batch, generator=draws) < 0.5).to(device)
+            control, target = mirror_rows(control, mirrored), mirror_rows(target, mirrored)
+        batch = Batch(control, target, encode([captions[i] for i in indices.tolist()]), gamma, noise)
         return training_step(model, discriminator, optimizers, perceptual, batch, weights, args.grad_clip,
                              adversarial=index >= args.gan_start, trainer=trainer)
 
