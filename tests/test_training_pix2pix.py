@@ -18,9 +18,10 @@ from tests.conftest import float32_cpu_defaults
 from tests.training_toy import cpu_trainer
 from tests.training_turbo_data import SIZE, write_paired
 from training.__main__ import main as training_main
+from training.common import mirror_rows
 from training.data.layouts import DatasetError
 from training.pix2pix_turbo import (Batch, LossWeights, Pix2PixTurbo, binarise_lines, canny_map, control_maps,
-                                    mirror_rows, training_step, write_task_folder)
+                                    training_step, write_task_folder)
 from training.turbo_common import CaptionEncoder, PatchDiscriminator, PerceptualLoss, trainable_parameters
 
 CPU = torch.device("cpu")

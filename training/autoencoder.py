@@ -23,7 +23,7 @@ from torch import nn
 
 from models.weights.base_loading import load_vae
 from training import runner
-from training.common import CaptionedImages, load_captioned_images, parameter_count, parse_widths
+from training.common import CaptionedImages, load_captioned_images, mirror_rows, parameter_count, parse_widths
 
 RECIPE = "autoencoder"
 SAMPLE_COUNT = 8
@@ -199,7 +199,7 @@ def main(args: argparse.Namespace) -> None:
         everyone = trainer.global_batch  # per-example draws for the global batch, then this process's rows
         images = train.batch(trainer.batch_indices(len(train), index), device)
         flip = trainer.shard(torch.rand(everyone, generator=runner.step_generator(args.seed, index, stream=1))) < 0.5
-        images = torch.where(flip.to(device)[:, None, None, None], images.flip(-1), images)
+        images = mirror_rows(images, flip.to(device))
         if crop < args.resolution:
             offsets = crop_offsets(everyone, args.resolution, crop, runner.step_generator(args.seed, index, stream=4))
             images = random_crops(images, crop, trainer.shard(offsets))

@@ -52,6 +52,11 @@ def load_captioned_images(dataset: Path, split: str, resolution: int) -> Caption
     return CaptionedImages(images, list(loaded.captions))
 
 
+def mirror_rows(images: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) images with the rows where `rows` (bool, (B,)) is true mirrored left-right."""
+    return torch.where(rows.view(-1, 1, 1, 1), images.flip(-1), images)
+
+
 def parameter_count(*modules: nn.Module) -> int:
     return sum(parameter.numel() for module in modules for parameter in module.parameters())
 

@@ -48,6 +48,7 @@ from models.weights.base_loading import load_sd_turbo
 from models.weights.specs import CHECKPOINTS, TaskName
 from pipelines.sketch_to_image import LINE_BELOW
 from training import runner
+from training.common import mirror_rows
 from training.turbo_common import (SKIP_TARGETS, BlendedConvIn, CaptionEncoder, GammaState, PatchDiscriminator,
                                    PerceptualLoss, add_lora, check_base_frozen, conv_pair, discriminator_step,
                                    frozen, generator_gan_loss, image_batch, lora_state, new_skip_connections,
@@ -130,11 +131,6 @@ def load_pairs(root: Path, task: str, resolution: int) -> tuple[np.ndarray | Non
     if missing:
         raise DatasetError(f"{prompts_path} has no caption for {missing[:5]}")
     return None, np.stack([read_image(folder / name, resolution) for name in names]), [prompts[n].strip() for n in names]
-
-
-def mirror_rows(images: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) images with the rows where `rows` (bool, (B,)) is true mirrored left-right."""
-    return torch.where(rows.view(-1, 1, 1, 1), images.flip(-1), images)
 
 
 def control_batch(maps: torch.Tensor, indices: torch.Tensor, device: torch.device) -> torch.Tensor:

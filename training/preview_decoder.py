@@ -31,7 +31,7 @@ from models.running.sd_turbo import FINAL_TIMESTEP, SDTurbo
 from models.speed.taesd import PREVIEW_FOLDER, PREVIEW_RECORD, TAESD_CONFIG
 from training import runner
 from training.autoencoder import feature_distance, has_split, load_perceptual, load_splits
-from training.common import CaptionedImages, parameter_count
+from training.common import CaptionedImages, mirror_rows, parameter_count
 from training.pix2pix_turbo import base_record, load_base
 from training.turbo_common import CaptionEncoder
 
@@ -166,7 +166,7 @@ def main(args: argparse.Namespace) -> None:
         generated = trainer.shard(generated_rows(everyone, args.generated_fraction))
         images = train.batch(indices, device)
         flip = trainer.shard(torch.rand(everyone, generator=runner.step_generator(args.seed, index, stream=1))) < 0.5
-        images = torch.where(flip.to(device)[:, None, None, None], images.flip(-1), images)
+        images = mirror_rows(images, flip.to(device))
         noise = trainer.shard(unit_noise(everyone, latent_shape, runner.step_generator(args.seed, index, stream=2)))
         latents, means = teacher.encoded(images, noise)
         if generated.any():
