@@ -18,10 +18,12 @@ from tests.conftest import float32_cpu_defaults
 from tests.training_toy import cpu_trainer
 from tests.training_turbo_data import SIZE, write_paired
 from training.__main__ import main as training_main
-from training.common import mirror_rows
+from training.common import mirror_rows, shift_rows
 from training.data.layouts import DatasetError
+from models.weights.checkpoints import load_task_weights, save_task_weights
 from training.pix2pix_turbo import (Batch, LossWeights, Pix2PixTurbo, binarise_lines, canny_map, control_maps,
-                                    training_step, write_task_folder)
+                                    load_init_weights, training_step, write_task_folder)
+from training.runner import TrainingInputError
 from training.turbo_common import CaptionEncoder, PatchDiscriminator, PerceptualLoss, trainable_parameters
 
 CPU = torch.device("cpu")
@@ -166,6 +168,72 @@ def test_mirror_flips_the_chosen_rows_only() -> None:
     assert not torch.equal(mirrored[1], images[1])
 
 
+def test_shift_moves_each_row_and_blanks_the_uncovered_border() -> None:
+    images = torch.arange(2 * 3 * 5 * 6, dtype=torch.float32).view(2, 3, 5, 6) + 10
+    shifted = shift_rows(images, torch.tensor([[0, 0], [1, -2]]), fill=-1.0)
+    assert torch.equal(shifted[0], images[0])
+    assert torch.equal(shifted[1, :, 1:, :4], images[1, :, :4, 2:])  # one down, two left
+    assert (shifted[1, :, 0, :] == -1).all() and (shifted[1, :, :, 4:] == -1).all()
+    assert torch.equal(shift_rows(images, torch.zeros((2, 2), dtype=torch.long), fill=0.0), images)
+
+
+def model_weights(model: Pix2PixTurbo, task: str) -> dict[str, torch.Tensor]:
+    """Every tensor of the model's task weights, flat."""
+    weights = model.task_weights(task)
+    groups = {**{f"unet.{k}": v for k, v in weights.unet_lora["main"].state.items()},
+              **{f"vae.{k}": v for k, v in weights.vae_lora.state.items()},
+              **{f"skip.{k}": v for k, v in weights.skip_weights.items()},
+              **{f"conv_in.{k}": v for k, v in weights.conv_in.items()}}
+    if weights.skip_lora is not None:
+        groups.update({f"skip_lora.{k}": v for k, v in weights.skip_lora.state.items()})
+    return groups
+
+
+@pytest.mark.parametrize(("stochastic", "task"), [(True, "sketch_to_image"), (False, "edge_to_image")])
+def test_init_takes_trained_weights_as_the_models_own(tiny_dir: Path, tmp_path: Path, stochastic: bool,
+                                                      task: str) -> None:
+    trained = fresh_model(tiny_dir, stochastic)
+    perturb(trained)
+    path = tmp_path / "weights.safetensors"
+    save_task_weights(trained.task_weights(task), path)
+    started = fresh_model(tiny_dir, stochastic)
+    before = model_weights(started, task)
+    load_init_weights(started, path, task)
+    expected, actual = model_weights(trained, task), model_weights(started, task)
+    assert expected.keys() == actual.keys()
+    assert all(torch.equal(expected[key], actual[key]) for key in expected)
+    assert any(not torch.equal(before[key], actual[key]) for key in before)
+    control, embeddings = sketch_control(), CaptionEncoder(trained.base)(["a cat"])
+    with torch.no_grad():
+        assert torch.allclose(started(control, embeddings), trained(control, embeddings), atol=1e-6)
+
+
+def test_init_refuses_weights_that_do_not_fit(tiny_dir: Path, tmp_path: Path) -> None:
+    path = tmp_path / "weights.safetensors"
+    save_task_weights(fresh_model(tiny_dir, stochastic=False).task_weights("edge_to_image"), path)
+    lower_rank = Pix2PixTurbo(load_sd_turbo(tiny_dir, CPU, torch.float32), False, 4, 4)
+    with pytest.raises(TrainingInputError, match="weights.safetensors"):
+        load_init_weights(lower_rank, path, "edge_to_image")
+    with pytest.raises(TrainingInputError, match="not of sketch_to_image"):
+        load_init_weights(fresh_model(tiny_dir), path, "sketch_to_image")
+    with pytest.raises(TrainingInputError, match="neither a task-weights file"):
+        load_init_weights(fresh_model(tiny_dir), tmp_path, "sketch_to_image")
+
+
+def test_recipe_starts_from_a_runs_weights_with_init(tmp_path: Path) -> None:
+    """--init RUN: a run at a vanishing rate ends where the run it started from ended, not where a fresh start would."""
+    dataset = write_paired(tmp_path / "data", with_sources=False)
+    first = run_recipe(dataset, tmp_path / "first", "edge", 2)
+    file = first / "model" / "img2img-turbo" / "edge_to_image_loras.safetensors"
+    weights = {}
+    for name, extra in (("continued", ("--init", str(first))), ("fresh", ())):
+        run = run_recipe(dataset, tmp_path / name, "edge", 1, *extra, "--lr", "1e-12")
+        weights[name] = load_task_weights(run / "model" / "img2img-turbo" / file.name).conv_in["weight"]
+    started = load_task_weights(file).conv_in["weight"]
+    assert torch.allclose(weights["continued"], started, atol=1e-6)
+    assert not torch.allclose(weights["fresh"], started, atol=1e-3)
+
+
 def test_recipe_runs_and_writes_the_app_task(tmp_path: Path) -> None:
     out = run_recipe(write_paired(tmp_path / "data"), tmp_path / "run", "sketch")
     assert (out / "model" / "img2img-turbo" / "sketch_to_image_stochastic_lora.safetensors").is_file()
@@ -196,7 +264,8 @@ def checkpoint_weights(run: Path, step: int, part: str) -> dict[str, torch.Tenso
     return load_file(str(run / "checkpoints" / f"step_{step:06d}" / f"{part}.safetensors"))
 
 
-@pytest.mark.parametrize("extra", [(), ("--mirror",)], ids=["plain", "mirror"])
+@pytest.mark.parametrize("extra", [(), ("--mirror",), ("--mirror", "--shift", "2")],
+                         ids=["plain", "mirror", "mirror-shift"])
 def test_resume_reaches_the_weights_of_an_uninterrupted_run(tmp_path: Path, extra: tuple[str, ...]) -> None:
     dataset = write_paired(tmp_path / "data")
     straight = run_recipe(dataset, tmp_path / "straight", "sketch", 2, *extra)

@@ -57,6 +57,18 @@ def mirror_rows(images: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     return torch.where(rows.view(-1, 1, 1, 1), images.flip(-1), images)
 
 
+def shift_rows(images: torch.Tensor, offsets: torch.Tensor, fill: float) -> torch.Tensor:
+    """(B, C, H, W) images, each moved by its whole-pixel offset (`offsets`: (B, 2) as (down, right));
+    what moves out is cut off and the border it uncovers is `fill`."""
+    reach = int(offsets.abs().max()) if len(offsets) else 0
+    if reach == 0:
+        return images
+    height, width = images.shape[-2:]
+    padded = nn.functional.pad(images, (reach, reach, reach, reach), value=fill)
+    return torch.stack([padded[row, :, reach - down:reach - down + height, reach - right:reach - right + width]
+                        for row, (down, right) in enumerate(offsets.tolist())])
+
+
 def parameter_count(*modules: nn.Module) -> int:
     return sum(parameter.numel() for module in modules for parameter in module.parameters())
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,14 +42,15 @@ import torch
 from torch import nn
 
 from models.running.adapters import AdapterSwitch
-from models.weights.checkpoints import PEFT_DEFAULT_ALPHA, TaskWeights, convert_pix2pix, save_task_weights
+from models.weights.checkpoints import (PEFT_DEFAULT_ALPHA, CheckpointError, TaskWeights, convert_pix2pix,
+                                        load_task_weights, save_task_weights)
 from models.weights.specs import PIX2PIX_UNET_TARGETS, VAE_TARGETS
 from models.running.sd_turbo import SDTurbo
 from models.weights.base_loading import load_sd_turbo
 from models.weights.specs import CHECKPOINTS, TaskName
 from pipelines.sketch_to_image import LINE_BELOW
 from training import runner
-from training.common import mirror_rows
+from training.common import mirror_rows, shift_rows
 from training.turbo_common import (SKIP_TARGETS, BlendedConvIn, CaptionEncoder, GammaState, PatchDiscriminator,
                                    PerceptualLoss, add_lora, check_base_frozen, conv_pair, discriminator_step,
                                    frozen, generator_gan_loss, image_batch, lora_state, new_skip_connections,
@@ -81,6 +83,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mirror", action="store_true",
                         help="mirror each training pair left-right with probability 1/2, control and target "
                              "together (pix2pix's mirroring; against memorising the training concepts)")
+    parser.add_argument("--shift", type=runner.non_negative_int, default=0, metavar="PIXELS",
+                        help="move each training pair by a random whole-pixel offset of up to PIXELS down and "
+                             "right (either way), control and target together; the uncovered border is blank "
+                             "(no line, white target). Default 0: no shifts")
+    parser.add_argument("--init", type=Path, default=None, metavar="TASK_WEIGHTS",
+                        help="start from trained weights of this task instead of upstream's initialisation: a "
+                             "task-weights file (img2img-turbo/<task>_loras.safetensors, as export and the app "
+                             "write) or a pix2pix-turbo run (its model/). Ranks must match. --resume takes the "
+                             "run's own checkpoint over it")
 
 
 # --- data ------------------------------------------------------------------------------------------
@@ -198,6 +209,50 @@ class Pix2PixTurbo(nn.Module):
         """What the app loads, made from the upstream layout by the app's own converter."""
         return convert_pix2pix(self.upstream_checkpoint(), task)
 
+    def load_task_weights(self, weights: TaskWeights) -> None:
+        """Take trained weights (what task_weights gives) as this model's: the trained parameters of
+        each module, every one of them, no others (RuntimeError naming what does not fit)."""
+        skip_lora = weights.skip_lora.state if weights.skip_lora is not None else {}
+        states = {
+            "unet": {**with_adapter(weights.unet_lora["main"].state, UNET_ADAPTER),
+                     **{f"conv_in.finetuned.{key}": value for key, value in weights.conv_in.items()}},
+            "vae": with_adapter(weights.vae_lora.state, VAE_ADAPTER),
+            "skips": {**with_adapter(skip_lora, VAE_ADAPTER),
+                      **{key.replace(".weight", ".base_layer.weight"): value
+                         for key, value in weights.skip_weights.items()}},
+        }
+        for name, module in self.trained_modules().items():
+            trained = {key for key, parameter in module.named_parameters() if parameter.requires_grad}
+            missing, unexpected = sorted(trained - set(states[name])), sorted(set(states[name]) - trained)
+            if missing or unexpected:
+                raise RuntimeError(f"the {name} weights do not fit this model (missing: {missing[:3]}, "
+                                   f"unexpected: {unexpected[:3]}; ranks {self.rank_unet}/{self.rank_vae})")
+            module.load_state_dict(states[name], strict=False)
+
+
+def with_adapter(state: dict[str, torch.Tensor], adapter: str) -> dict[str, torch.Tensor]:
+    """peft weights saved without the adapter's name (lora_A.weight) keyed as the live model has them."""
+    return {re.sub(r"\.(lora_[AB])\.", rf".\1.{adapter}.", key): value for key, value in state.items()}
+
+
+def init_weights_file(path: Path, task: TaskName) -> Path:
+    """--init as a file: itself, or the task's file in a run's model/ (or in a model folder)."""
+    filename = CHECKPOINTS[task].converted_filename
+    for candidate in (path, path / "model" / "img2img-turbo" / filename, path / "img2img-turbo" / filename):
+        if candidate.is_file():
+            return candidate
+    raise runner.TrainingInputError(f"--init {path}: neither a task-weights file nor a folder holding "
+                                    f"img2img-turbo/{filename}")
+
+
+def load_init_weights(model: Pix2PixTurbo, path: Path, task: TaskName) -> None:
+    """Load --init into the model, with errors that name the file."""
+    file = init_weights_file(path, task)
+    try:
+        model.load_task_weights(load_task_weights(file, task))
+    except (CheckpointError, RuntimeError) as error:
+        raise runner.TrainingInputError(f"--init {file}: {error}") from error
+
 
 # --- training ------------------------------------------------------------------------------------------
 
@@ -278,6 +333,8 @@ def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="pix2pix-base-") as scratch:
         base, base_dir = load_base(args, Path(scratch), trainer)
     model = Pix2PixTurbo(base, args.task == "sketch", args.rank_unet, args.rank_vae)
+    if args.init is not None:
+        load_init_weights(model, args.init, task)
     discriminator = PatchDiscriminator().to(device)
     modules = {**model.trained_modules(), "discriminator": discriminator}
     runner.prepare_modules({"unet": base.unet}, device, args.gradient_checkpointing,
@@ -303,6 +360,10 @@ def main(args: argparse.Namespace) -> None:
         if args.mirror:  # drawn after gamma and noise, so that a run without --mirror draws as before
             mirrored = trainer.shard(torch.rand(trainer.global_batch, generator=draws) < 0.5).to(device)
             control, target = mirror_rows(control, mirrored), mirror_rows(target, mirrored)
+        if args.shift:  # drawn after the mirroring, likewise
+            offsets = torch.randint(-args.shift, args.shift + 1, (trainer.global_batch, 2), generator=draws)
+            offsets = trainer.shard(offsets)
+            control, target = shift_rows(control, offsets, fill=0.0), shift_rows(target, offsets, fill=1.0)
         batch = Batch(control, target, encode([captions[i] for i in indices.tolist()]), gamma, noise)
         return training_step(model, discriminator, optimizers, perceptual, batch, weights, args.grad_clip,
                              adversarial=index >= args.gan_start, trainer=trainer)

@@ -162,6 +162,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is not a whole number of 0 or more")
+    return value
+
+
 def resolve_device(name: str) -> torch.device:
     """torch.device for --device, refusing CUDA where there is none."""
     device = torch.device(name)
