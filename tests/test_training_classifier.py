@@ -228,7 +228,8 @@ def test_evaluate_measures_present_tasks_and_reports_absent_ones_as_missing(eval
     assert 0 <= text["concept_top5"] <= 1 and text["frechet_distance"] > 0
     assert text["teacher"]["steps"] == 2 and text["frechet_ratio_one_step_to_teacher"] > 0
     sketch = results["sketch_to_image"]
-    assert sketch["status"] == "measured" and sketch["images"] == 1 and sketch["left_out_nothing_to_colour"] == 1
+    # every held-out pair (4; --limit 2 bounds the other sections only) but the one with nothing to colour
+    assert sketch["status"] == "measured" and sketch["images"] == 3 and sketch["left_out_nothing_to_colour"] == 1
     assert sketch["identity_psnr"] < 100 and sketch["spread_across_seeds"]["1.0"] == 0.0  # gamma 1 ignores the seed
     assert sketch["spread_across_seeds"]["0.2"] > 0
     night = results["translation"]["day_to_night"]
@@ -313,6 +314,40 @@ def test_evaluate_only_some_sections_needs_no_classifier(evaluation_inputs: dict
     shutil.copytree(paths["model"] / "vae", vae_only / "vae")
     training_main(["evaluate", str(vae_only.parent), *common[1:], "--only", "autoencoder"])
     assert json.loads(out.read_text())["autoencoder"]["emoji"]["psnr"] == results["autoencoder"]["emoji"]["psnr"]
+
+
+def test_evaluate_update_measures_some_sections_again_and_keeps_the_others(evaluation_inputs: dict[str, Path],
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    paths = evaluation_inputs
+    monkeypatch.setenv("ONESTEP_CACHE", str(paths["root"] / "cache"))
+    earlier, updated = paths["root"] / "earlier.json", paths["root"] / "updated.json"
+    common = [str(paths["model"]), "--emoji", str(paths["emoji"]), "--scenes", str(paths["scenes"]),
+              "--resolution", "32", "--device", "cpu", "--seeds", "2", "--spread-images", "2"]
+    training_main(["evaluate", *common, "--only", "autoencoder", "sketch_to_image", "--out", str(earlier)])
+    before = json.loads(earlier.read_text())
+    assert before["sketch_to_image"]["images"] == 3 and {c["section"] for c in before["checks"]} == {
+        "autoencoder", "sketch_to_image"}
+    with pytest.raises(TrainingInputError, match="--update needs --only"):
+        training_main(["evaluate", *common, "--update", str(earlier), "--out", str(updated)])
+    training_main(["evaluate", *common, "--only", "sketch_to_image", "--paired-limit", "2", "--update", str(earlier),
+                   "--out", str(updated)])
+    after = json.loads(updated.read_text())
+    assert after["sketch_to_image"]["images"] == 1  # the first 2 pairs, less the one with nothing to colour
+    assert after["autoencoder"] == before["autoencoder"] and after["command"] == before["command"]
+    assert [c["section"] for c in after["checks"]] == [c["section"] for c in before["checks"]]
+    assert [c for c in after["checks"] if c["section"] == "autoencoder"] == [
+        c for c in before["checks"] if c["section"] == "autoencoder"]
+    assert after["checks"][-4]["value"] == after["sketch_to_image"]["psnr"] != before["sketch_to_image"]["psnr"]
+    (update,) = after["updates"]
+    assert update["sections"] == ["sketch_to_image"] and f"--update {earlier}" in update["command"]
+    assert "--paired-limit 2" in update["command"]
+    assert "re-measured on" in updated.with_suffix(".md").read_text()
+
+    unmarked = paths["root"] / "unmarked.json"  # results written before checks named their section
+    unmarked.write_text(json.dumps({**before, "checks": [{**c, "section": ""} for c in before["checks"]]}))
+    with pytest.raises(TrainingInputError, match="do not say which section"):
+        training_main(["evaluate", *common, "--only", "sketch_to_image", "--update", str(unmarked), "--out",
+                       str(updated)])
 
 
 def test_evaluate_serves_a_run_folder_at_its_own_side(tmp_path: Path) -> None:

@@ -12,9 +12,10 @@ measures, on the TEST splits:
   distance (classifier features) of one-step images vs held-out real images; with --teacher (a
   latent-diffusion run or model folder) the same for its multi-step DDIM samples (diffusers'
   StableDiffusionPipeline, --teacher-steps, --teacher-guidance) and the ratio one-step / teacher;
-- sketch to image at gamma 1 on held-out line art (leaving out the few whose line art already is
-  the target): PSNR vs the colour target and vs returning the line art unchanged; spread across
-  seeds at gamma 0.2 / 0.6 / 1.0; edge to image: PSNR;
+- sketch to image at gamma 1 on every held-out line art (leaving out the few whose line art already
+  is the target; --paired-limit takes the first N): PSNR vs the colour target and vs returning the
+  line art unchanged; spread across seeds at gamma 0.2 / 0.6 / 1.0; edge to image: PSNR on every
+  held-out pair;
 - day_to_night, night_to_day, clear_to_rainy, rainy_to_clear on held-out scenes: fraction the
   classifier puts in the target condition (the untranslated inputs' rate beside it) and the
   structure agreement with the input (Canny at each image's own contrast after a median filter:
@@ -87,10 +88,11 @@ class Check:
     value: float
     target: str
     passed: bool
+    section: str = ""  # the section that measured it, set by measure_sections
 
     def to_json(self) -> dict[str, Any]:
         return {"task": self.task, "measure": self.measure, "value": self.value, "target": self.target,
-                "passed": self.passed}
+                "passed": self.passed, "section": self.section}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -108,7 +110,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher-guidance", type=float, default=3.0, help="classifier-free guidance of the teacher")
     parser.add_argument("--prompts", type=runner.positive_int, default=200,
                         help="text-to-image prompts: distinct training captions, evenly spread")
-    parser.add_argument("--limit", type=runner.positive_int, default=100, help="held-out images per task")
+    parser.add_argument("--limit", type=runner.positive_int, default=100,
+                        help="held-out images per task (the first N) for the autoencoder and the translations")
+    parser.add_argument("--paired-limit", type=runner.positive_int, default=None, metavar="N",
+                        help="held-out pairs for the sketch (gamma 1) and edge PSNR: the first N (default: every "
+                             "pair, one deterministic call each; the edge split's first 100 by name are 25 concepts)")
     parser.add_argument("--spread-images", type=runner.positive_int, default=16,
                         help="held-out sketches for the spread across seeds")
     parser.add_argument("--seeds", type=runner.positive_int, default=3, help="seeds for the spread (at least 2)")
@@ -119,6 +125,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="results .json (a .md table is written beside it)")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=None, metavar="SECTION",
                         help=f"measure only these sections (of {', '.join(SECTIONS)}); default: all")
+    parser.add_argument("--update", type=Path, default=None, metavar="RESULTS_JSON",
+                        help="with --only: an earlier evaluation's results, written to --out with these sections "
+                             "re-measured in place of its own (their figures, checks and grids); its other sections "
+                             "stay as they were, and `updates` says which were re-measured, when and by what command")
     parser.add_argument("--grids", type=Path, default=None, metavar="DIR",
                         help="also write sample grids (one JPEG a section: the first held-out inputs, the "
                              "model's outputs and the targets, as measured) to DIR")
@@ -400,7 +410,7 @@ def evaluate_sketch(studio: Any, args: argparse.Namespace, checks: list[Check], 
 
     if "sketch_to_image" not in studio.store.tasks:
         return missing(studio.unavailable_tasks.get("sketch_to_image", "not loaded"))
-    pairs = load_paired(args.emoji / "sketch", "test", args.resolution, limit=args.limit)
+    pairs = load_paired(args.emoji / "sketch", "test", args.resolution, limit=args.paired_limit)
     pairs, nothing_to_colour = with_colour_to_add(pairs)
 
     def run(gamma: float, seed: int, indices: Sequence[int]) -> np.ndarray:
@@ -443,7 +453,7 @@ def evaluate_edge(studio: Any, args: argparse.Namespace, checks: list[Check], ga
 
     if "edge_to_image" not in studio.store.tasks:
         return missing(studio.unavailable_tasks.get("edge_to_image", "not loaded"))
-    pairs = load_paired(args.emoji / "edge", "test", args.resolution, limit=args.limit)
+    pairs = load_paired(args.emoji / "edge", "test", args.resolution, limit=args.paired_limit)
     drawn = [studio.edge_to_image(target, caption) for target, caption in zip(pairs.targets, pairs.captions)]
     outputs = np.stack([as_array(image) for _, image in drawn])
     gallery.add("edge_to_image", "Canny edges of the held-out target", [as_array(edges) for edges, _ in drawn],
@@ -595,7 +605,9 @@ def markdown(results: dict[str, Any]) -> str:
              f"- held-out data: {results['data']['emoji']} and {results['data']['scenes']} (test splits, "
              f"{results['data']['resolution']} px)",
              *([f"- sample grids: {', '.join(f'`{Path(path).name}`' for path in results['grids'])} in "
-                f"`{Path(results['grids'][0]).parent}`"] if results.get("grids") else []), "",
+                f"`{Path(results['grids'][0]).parent}`"] if results.get("grids") else []),
+             *(f"- re-measured on {update['date']}: {', '.join(update['sections'])}, by `{update['command']}` "
+               f"({update['device']})" for update in results.get("updates", [])), "",
              "", "\"(classifier)\": measured with the classifier named above; other figures are pixel metrics.", "",
              "| task | measure | value | target | result |", "|---|---|---|---|---|"]
     for check in results["checks"]:
@@ -639,23 +651,60 @@ def source_for(model_dir: Path) -> str:
     return "local"
 
 
-def measure_sections(sections: dict[str, Callable[[], dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+def measure_sections(sections: dict[str, Callable[[], dict[str, Any]]],
+                     checks: list[Check]) -> dict[str, dict[str, Any]]:
     """Run each section in turn, saying on stderr which one runs and how long it took (a whole
-    evaluation takes minutes on a CPU)."""
+    evaluation takes minutes on a CPU); each check a section adds is marked with its name."""
     measured = {}
     for number, (name, section) in enumerate(sections.items(), start=1):
         print(f"evaluate: [{number}/{len(sections)}] {name} ...", file=sys.stderr, flush=True)
         started = time.perf_counter()
+        first_check = len(checks)
         measured[name] = section()
+        checks[first_check:] = [dataclasses.replace(check, section=name) for check in checks[first_check:]]
         print(f"evaluate: [{number}/{len(sections)}] {name} done in {time.perf_counter() - started:.0f} s",
               file=sys.stderr, flush=True)
     return measured
+
+
+def read_earlier_results(path: Path) -> dict[str, Any]:
+    """--update's results file, refused with a clear error when it cannot be updated section by section."""
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise runner.TrainingInputError(f"--update {path}: not a readable results file ({error})") from error
+    if not isinstance(earlier, dict) or not isinstance(earlier.get("checks"), list):
+        raise runner.TrainingInputError(f"--update {path}: not the results of `python -m training evaluate`")
+    if any(not check.get("section") for check in earlier["checks"]):
+        raise runner.TrainingInputError(f"--update {path}: its checks do not say which section measured them "
+                                        f"(an evaluation older than --update); measure every section again")
+    return earlier
+
+
+def with_sections_replaced(earlier: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """The earlier results with the update's sections, checks and grids in place of their own."""
+    remeasured = [name for name in SECTIONS if name in update]
+    sections = {name: update[name] if name in remeasured else earlier[name]
+                for name in SECTIONS if name in remeasured or name in earlier}
+    checks = [check for name in SECTIONS
+              for check in (update if name in remeasured else earlier)["checks"] if check["section"] == name]
+    new_grids = {Path(path).name for path in update["grids"]}
+    grids = [path for path in earlier.get("grids", []) if Path(path).name not in new_grids] + update["grids"]
+    entry = {"sections": remeasured, **{key: update[key] for key in ("command", "date", "device", "model_dir")},
+             "classifier": update["classifier"]}
+    header = {key: value for key, value in earlier.items()
+              if key not in (*SECTIONS, "checks", "missing", "grids", "updates")}
+    return {**header, **sections, "checks": checks, "missing": missing_tasks(sections), "grids": grids,
+            "updates": [*earlier.get("updates", []), entry]}
 
 
 def main(args: argparse.Namespace) -> None:
     from pipelines.studio import Studio
 
     device = runner.resolve_device(args.device)
+    if args.update is not None and args.only is None:
+        raise runner.TrainingInputError("--update needs --only: the sections to measure again")
+    earlier = read_earlier_results(args.update) if args.update is not None else None
     for name, folder in (("--emoji", args.emoji), ("--scenes", args.scenes)):
         if not folder.is_dir():
             raise runner.TrainingInputError(f"{name} {folder}: no such folder")
@@ -682,7 +731,7 @@ def main(args: argparse.Namespace) -> None:
         "edit": lambda: evaluate_edit(studio(), classifier, args, checks, gallery),
     }
     measured = measure_sections({name: section for name, section in sections.items()
-                                 if args.only is None or name in args.only})
+                                 if args.only is None or name in args.only}, checks)
     results = {"command": command_line(args), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "device": runner.device_description(device), "model_dir": str(args.model_dir),
                "source": studio().source.describe() if set(measured) - {"autoencoder"} else f"vae/ of {args.model_dir}",
@@ -691,6 +740,8 @@ def main(args: argparse.Namespace) -> None:
                         "resolution": args.resolution},
                **measured, "checks": [check.to_json() for check in checks], "missing": missing_tasks(measured),
                "grids": [str(path) for path in gallery.write()]}
+    if earlier is not None:
+        results = with_sections_replaced(earlier, results)
     write_atomic(args.out, json.dumps(results, indent=2))
     write_atomic(args.out.with_suffix(".md"), markdown(results))
     print(markdown(results))
