@@ -322,7 +322,8 @@ def test_evaluate_update_measures_some_sections_again_and_keeps_the_others(evalu
     monkeypatch.setenv("ONESTEP_CACHE", str(paths["root"] / "cache"))
     earlier, updated = paths["root"] / "earlier.json", paths["root"] / "updated.json"
     common = [str(paths["model"]), "--emoji", str(paths["emoji"]), "--scenes", str(paths["scenes"]),
-              "--resolution", "32", "--device", "cpu", "--seeds", "2", "--spread-images", "2"]
+              "--resolution", "32", "--device", "cpu", "--seeds", "2", "--spread-images", "2",
+              "--grids", str(paths["root"] / "update-grids")]
     training_main(["evaluate", *common, "--only", "autoencoder", "sketch_to_image", "--out", str(earlier)])
     before = json.loads(earlier.read_text())
     assert before["sketch_to_image"]["images"] == 3 and {c["section"] for c in before["checks"]} == {
@@ -334,6 +335,7 @@ def test_evaluate_update_measures_some_sections_again_and_keeps_the_others(evalu
     after = json.loads(updated.read_text())
     assert after["sketch_to_image"]["images"] == 1  # the first 2 pairs, less the one with nothing to colour
     assert after["autoencoder"] == before["autoencoder"] and after["command"] == before["command"]
+    assert after["grids"] == before["grids"]  # the same files, in their places, the sketch's written again
     assert [c["section"] for c in after["checks"]] == [c["section"] for c in before["checks"]]
     assert [c for c in after["checks"] if c["section"] == "autoencoder"] == [
         c for c in before["checks"] if c["section"] == "autoencoder"]

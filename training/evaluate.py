@@ -688,8 +688,8 @@ def with_sections_replaced(earlier: dict[str, Any], update: dict[str, Any]) -> d
                 for name in SECTIONS if name in remeasured or name in earlier}
     checks = [check for name in SECTIONS
               for check in (update if name in remeasured else earlier)["checks"] if check["section"] == name]
-    new_grids = {Path(path).name for path in update["grids"]}
-    grids = [path for path in earlier.get("grids", []) if Path(path).name not in new_grids] + update["grids"]
+    new_grids = {Path(path).name: path for path in update["grids"]}
+    grids = [new_grids.pop(Path(path).name, path) for path in earlier.get("grids", [])] + list(new_grids.values())
     entry = {"sections": remeasured, **{key: update[key] for key in ("command", "date", "device", "model_dir")},
              "classifier": update["classifier"]}
     header = {key: value for key, value in earlier.items()
