@@ -6,7 +6,8 @@
 #
 # Stages: data vae ldm one-step classifier sketch edge day-night clear-rainy preview export evaluate ship, and
 # tasks: the five task stages as two one-thread lanes side by side (sketch, edge, clear-rainy | day-night,
-# preview), each logging to $RUNS/lane-*.log; about 1.25x sooner than one at a time (the default ladder).
+# preview), each logging to $RUNS/lane-*.log (the default ladder runs them so); with edge's 12,000 steps in
+# the first lane, about as soon as one stage at a time.
 # ship (not in the default ladder, once the evaluation passes) puts the export and its evaluation in assets/mini.
 # DATA (default /work/data) and RUNS (default /work/runs) say where datasets and runs live; both are
 # outside the repository and rebuilt or resumed by this script. Outside `tasks`, one stage runs at a

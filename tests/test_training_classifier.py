@@ -339,12 +339,18 @@ def test_evaluate_update_measures_some_sections_again_and_keeps_the_others(evalu
     assert [c["section"] for c in after["checks"]] == [c["section"] for c in before["checks"]]
     assert [c for c in after["checks"] if c["section"] == "autoencoder"] == [
         c for c in before["checks"] if c["section"] == "autoencoder"]
-    assert after["checks"][-4]["value"] == after["sketch_to_image"]["psnr"] != before["sketch_to_image"]["psnr"]
+    (psnr_check,) = [c for c in after["checks"] if c["measure"] == "PSNR vs colour target, gamma 1 (dB)"]
+    assert psnr_check["value"] == after["sketch_to_image"]["psnr"] != before["sketch_to_image"]["psnr"]
     (update,) = after["updates"]
     assert update["sections"] == ["sketch_to_image"] and f"--update {earlier}" in update["command"]
     assert "--paired-limit 2" in update["command"]
     assert "re-measured on" in updated.with_suffix(".md").read_text()
 
+    elsewhere = paths["root"] / "elsewhere.json"  # results measured on other data are not mixed with these
+    elsewhere.write_text(json.dumps({**before, "data": {**before["data"], "resolution": 64}}))
+    with pytest.raises(TrainingInputError, match="measure every section again"):
+        training_main(["evaluate", *common, "--only", "sketch_to_image", "--update", str(elsewhere), "--out",
+                       str(updated)])
     unmarked = paths["root"] / "unmarked.json"  # results written before checks named their section
     unmarked.write_text(json.dumps({**before, "checks": [{**c, "section": ""} for c in before["checks"]]}))
     with pytest.raises(TrainingInputError, match="do not say which section"):

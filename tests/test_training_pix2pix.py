@@ -1,5 +1,6 @@
 """pix2pix-turbo training on the tiny base: the recipe runs, its loss falls, the trained forward is
-the app's forward, gamma behaves as in the paper, and bad datasets are refused."""
+the app's forward, gamma behaves as in the paper, bad datasets are refused, --init starts from trained
+weights, and --mirror / --shift change the pairs while resume stays exact."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch
 
 from models.running.img2img_turbo import run_task
 from models.weights.base_loading import load_sd_turbo
+from models.weights.checkpoints import load_task_weights, save_task_weights
 from models.weights.tiny import write_tiny_hub_layout
 from pipelines import Studio
 from tests.conftest import float32_cpu_defaults
@@ -20,7 +22,6 @@ from tests.training_turbo_data import SIZE, write_paired
 from training.__main__ import main as training_main
 from training.common import mirror_rows, shift_rows
 from training.data.layouts import DatasetError
-from models.weights.checkpoints import load_task_weights, save_task_weights
 from training.pix2pix_turbo import (Batch, LossWeights, Pix2PixTurbo, binarise_lines, canny_map, control_maps,
                                     load_init_weights, training_step, write_task_folder)
 from training.runner import TrainingInputError
@@ -212,7 +213,7 @@ def test_init_refuses_weights_that_do_not_fit(tiny_dir: Path, tmp_path: Path) ->
     path = tmp_path / "weights.safetensors"
     save_task_weights(fresh_model(tiny_dir, stochastic=False).task_weights("edge_to_image"), path)
     lower_rank = Pix2PixTurbo(load_sd_turbo(tiny_dir, CPU, torch.float32), False, 4, 4)
-    with pytest.raises(TrainingInputError, match="weights.safetensors"):
+    with pytest.raises(TrainingInputError, match="weights.safetensors: the unet weights do not fit"):
         load_init_weights(lower_rank, path, "edge_to_image")
     with pytest.raises(TrainingInputError, match="not of sketch_to_image"):
         load_init_weights(fresh_model(tiny_dir), path, "sketch_to_image")
@@ -264,9 +265,10 @@ def checkpoint_weights(run: Path, step: int, part: str) -> dict[str, torch.Tenso
     return load_file(str(run / "checkpoints" / f"step_{step:06d}" / f"{part}.safetensors"))
 
 
-@pytest.mark.parametrize("extra", [(), ("--mirror",), ("--mirror", "--shift", "2")],
+@pytest.mark.parametrize(("extra", "without_last"), [((), 0), (("--mirror",), 1), (("--mirror", "--shift", "2"), 2)],
                          ids=["plain", "mirror", "mirror-shift"])
-def test_resume_reaches_the_weights_of_an_uninterrupted_run(tmp_path: Path, extra: tuple[str, ...]) -> None:
+def test_resume_reaches_the_weights_of_an_uninterrupted_run(tmp_path: Path, extra: tuple[str, ...],
+                                                            without_last: int) -> None:
     dataset = write_paired(tmp_path / "data")
     straight = run_recipe(dataset, tmp_path / "straight", "sketch", 2, *extra)
     resumed = run_recipe(dataset, tmp_path / "resumed", "sketch", 1, *extra)
@@ -275,7 +277,18 @@ def test_resume_reaches_the_weights_of_an_uninterrupted_run(tmp_path: Path, extr
         expected, actual = checkpoint_weights(straight, 2, part), checkpoint_weights(resumed, 2, part)
         assert expected.keys() == actual.keys()
         assert all(torch.equal(expected[key], actual[key]) for key in expected), part
-    if extra:  # the mirrored pairs are what it trained on: the weights differ from a plain run's
-        plain = run_recipe(dataset, tmp_path / "plain", "sketch", 2)
-        unet, plain_unet = checkpoint_weights(straight, 2, "unet"), checkpoint_weights(plain, 2, "unet")
-        assert any(not torch.equal(unet[key], plain_unet[key]) for key in unet)
+    if extra:  # the mirrored (shifted) pairs are what it trained on: the weights differ from a run without
+        other = run_recipe(dataset, tmp_path / "other", "sketch", 2, *extra[:-without_last])
+        unet, other_unet = checkpoint_weights(straight, 2, "unet"), checkpoint_weights(other, 2, "unet")
+        assert any(not torch.equal(unet[key], other_unet[key]) for key in unet)
+
+
+@pytest.mark.parametrize("shift", ["-1", str(SIZE // 2)])
+def test_shift_must_leave_the_pairs_in_the_image(tmp_path: Path, shift: str) -> None:
+    dataset = write_paired(tmp_path / "data")
+    if shift == "-1":
+        with pytest.raises(SystemExit):
+            run_recipe(dataset, tmp_path / "run", "sketch", 1, "--shift", shift)
+    else:  # half the image side can move a whole pair out of it
+        with pytest.raises(TrainingInputError, match="less than half"):
+            run_recipe(dataset, tmp_path / "run", "sketch", 1, "--shift", shift)

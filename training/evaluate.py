@@ -111,10 +111,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompts", type=runner.positive_int, default=200,
                         help="text-to-image prompts: distinct training captions, evenly spread")
     parser.add_argument("--limit", type=runner.positive_int, default=100,
-                        help="held-out images per task (the first N) for the autoencoder and the translations")
+                        help="held-out scenes per translation direction (the first N)")
     parser.add_argument("--paired-limit", type=runner.positive_int, default=None, metavar="N",
-                        help="held-out pairs for the sketch (gamma 1) and edge PSNR: the first N (default: every "
-                             "pair, one deterministic call each; the edge split's first 100 by name are 25 concepts)")
+                        help="held-out pairs for the sketch (gamma 1) and edge PSNR: the first N by name "
+                             "(default: every pair, one deterministic call each)")
     parser.add_argument("--spread-images", type=runner.positive_int, default=16,
                         help="held-out sketches for the spread across seeds")
     parser.add_argument("--seeds", type=runner.positive_int, default=3, help="seeds for the spread (at least 2)")
@@ -607,7 +607,9 @@ def markdown(results: dict[str, Any]) -> str:
              *([f"- sample grids: {', '.join(f'`{Path(path).name}`' for path in results['grids'])} in "
                 f"`{Path(results['grids'][0]).parent}`"] if results.get("grids") else []),
              *(f"- re-measured on {update['date']}: {', '.join(update['sections'])}, by `{update['command']}` "
-               f"({update['device']})" for update in results.get("updates", [])), "",
+               f"({update['device']}; classifier: "
+               f"{update['classifier']['sha256'][:16] + '...' if update['classifier'] else 'none'})"
+               for update in results.get("updates", [])), "",
              "", "\"(classifier)\": measured with the classifier named above; other figures are pixel metrics.", "",
              "| task | measure | value | target | result |", "|---|---|---|---|---|"]
     for check in results["checks"]:
@@ -682,8 +684,17 @@ def read_earlier_results(path: Path) -> dict[str, Any]:
 
 
 def with_sections_replaced(earlier: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """The earlier results with the update's sections, checks and grids in place of their own."""
+    """The earlier results with the update's sections, checks and grids in place of their own; refused
+    when the update read other data, or lost a section the earlier results had measured."""
     remeasured = [name for name in SECTIONS if name in update]
+    if update["data"] != earlier.get("data"):
+        raise runner.TrainingInputError(f"--update: these figures come from {update['data']}, the earlier ones from "
+                                        f"{earlier.get('data')}; measure every section again")
+    lost = [name for name in remeasured if update[name].get("status") == "missing"
+            and earlier.get(name, {}).get("status") == "measured"]
+    if lost:
+        raise runner.TrainingInputError(f"--update: {', '.join(lost)} could not be measured now "
+                                        f"({update[lost[0]].get('reason')}); the earlier results are kept as they were")
     sections = {name: update[name] if name in remeasured else earlier[name]
                 for name in SECTIONS if name in remeasured or name in earlier}
     checks = [check for name in SECTIONS

@@ -47,6 +47,7 @@ from models.weights.checkpoints import (PEFT_DEFAULT_ALPHA, CheckpointError, Tas
 from models.weights.specs import PIX2PIX_UNET_TARGETS, VAE_TARGETS
 from models.running.sd_turbo import SDTurbo
 from models.weights.base_loading import load_sd_turbo
+from models.weights.downloads import file_sha256
 from models.weights.specs import CHECKPOINTS, TaskName
 from pipelines.sketch_to_image import LINE_BELOW
 from training import runner
@@ -89,9 +90,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(no line, white target). Default 0: no shifts")
     parser.add_argument("--init", type=Path, default=None, metavar="TASK_WEIGHTS",
                         help="start from trained weights of this task instead of upstream's initialisation: a "
-                             "task-weights file (img2img-turbo/<task>_loras.safetensors, as export and the app "
-                             "write) or a pix2pix-turbo run (its model/). Ranks must match. --resume takes the "
-                             "run's own checkpoint over it")
+                             "task-weights .safetensors file (as export and the app write under img2img-turbo/), "
+                             "a model folder holding one (e.g. assets/mini) or a pix2pix-turbo run. Ranks must "
+                             "match. --resume takes the run's own checkpoint over it")
 
 
 # --- data ------------------------------------------------------------------------------------------
@@ -209,9 +210,16 @@ class Pix2PixTurbo(nn.Module):
         """What the app loads, made from the upstream layout by the app's own converter."""
         return convert_pix2pix(self.upstream_checkpoint(), task)
 
-    def load_task_weights(self, weights: TaskWeights) -> None:
-        """Take trained weights (what task_weights gives) as this model's: the trained parameters of
-        each module, every one of them, no others (RuntimeError naming what does not fit)."""
+    def load_trained(self, weights: TaskWeights) -> None:
+        """Take trained weights (what task_weights gives) as this model's: every trained parameter of
+        each module and no other, at this model's LoRA ranks and scale (CheckpointError naming what
+        does not fit)."""
+        groups = [weights.unet_lora.get("main"), weights.vae_lora, weights.skip_lora]
+        if set(weights.unet_lora) != {"main"} or weights.vae_overrides:
+            raise CheckpointError(f"not pix2pix-Turbo weights (UNet LoRA groups {sorted(weights.unet_lora)}, "
+                                  f"{len(weights.vae_overrides)} VAE overrides)")
+        if any(group is not None and group.alpha != PEFT_DEFAULT_ALPHA for group in groups):
+            raise CheckpointError(f"LoRA alpha other than {PEFT_DEFAULT_ALPHA}: the adapters would scale differently")
         skip_lora = weights.skip_lora.state if weights.skip_lora is not None else {}
         states = {
             "unet": {**with_adapter(weights.unet_lora["main"].state, UNET_ADAPTER),
@@ -225,9 +233,13 @@ class Pix2PixTurbo(nn.Module):
             trained = {key for key, parameter in module.named_parameters() if parameter.requires_grad}
             missing, unexpected = sorted(trained - set(states[name])), sorted(set(states[name]) - trained)
             if missing or unexpected:
-                raise RuntimeError(f"the {name} weights do not fit this model (missing: {missing[:3]}, "
-                                   f"unexpected: {unexpected[:3]}; ranks {self.rank_unet}/{self.rank_vae})")
-            module.load_state_dict(states[name], strict=False)
+                raise CheckpointError(f"the {name} weights do not fit this model (missing: {missing[:3]}, "
+                                      f"unexpected: {unexpected[:3]}; ranks {self.rank_unet}/{self.rank_vae})")
+            try:
+                module.load_state_dict(states[name], strict=False)
+            except RuntimeError as error:  # the same names at other shapes: other LoRA ranks
+                raise CheckpointError(f"the {name} weights do not fit this model (ranks {self.rank_unet}/"
+                                      f"{self.rank_vae}): {error}") from error
 
 
 def with_adapter(state: dict[str, torch.Tensor], adapter: str) -> dict[str, torch.Tensor]:
@@ -245,13 +257,14 @@ def init_weights_file(path: Path, task: TaskName) -> Path:
                                     f"img2img-turbo/{filename}")
 
 
-def load_init_weights(model: Pix2PixTurbo, path: Path, task: TaskName) -> None:
-    """Load --init into the model, with errors that name the file."""
+def load_init_weights(model: Pix2PixTurbo, path: Path, task: TaskName) -> Path:
+    """Load --init into the model, with errors that name the file; returns the file."""
     file = init_weights_file(path, task)
     try:
-        model.load_task_weights(load_task_weights(file, task))
-    except (CheckpointError, RuntimeError) as error:
+        model.load_trained(load_task_weights(file, task))
+    except CheckpointError as error:
         raise runner.TrainingInputError(f"--init {file}: {error}") from error
+    return file
 
 
 # --- training ------------------------------------------------------------------------------------------
@@ -323,6 +336,9 @@ def write_task_folder(model_dir: Path, weights: dict[TaskName, TaskWeights], bas
 
 def main(args: argparse.Namespace) -> None:
     runner.check_resolution(args.resolution)
+    if args.shift * 2 >= args.resolution:
+        raise runner.TrainingInputError(f"--shift {args.shift}: less than half of --resolution {args.resolution}, "
+                                        f"or whole pairs move out of the image")
     trainer = runner.Trainer(args)
     device = trainer.device
     task = TASKS[args.task]
@@ -333,8 +349,10 @@ def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="pix2pix-base-") as scratch:
         base, base_dir = load_base(args, Path(scratch), trainer)
     model = Pix2PixTurbo(base, args.task == "sketch", args.rank_unet, args.rank_vae)
+    init: dict[str, str] = {}
     if args.init is not None:
-        load_init_weights(model, args.init, task)
+        init_file = load_init_weights(model, args.init, task)
+        init = {"init": str(init_file.resolve()), "init_sha256": file_sha256(init_file)}
     discriminator = PatchDiscriminator().to(device)
     modules = {**model.trained_modules(), "discriminator": discriminator}
     runner.prepare_modules({"unet": base.unet}, device, args.gradient_checkpointing,
@@ -388,6 +406,6 @@ def main(args: argparse.Namespace) -> None:
 
     config = {"task": task, "stochastic": model.stochastic, "perceptual": perceptual.description,
               "gan": "PatchDiscriminator (ours; upstream uses a CLIP vision-aided GAN)",
-              **base_record(args, base_dir)}
+              **base_record(args, base_dir), **init}
     runner.run_training(args, recipe="pix2pix-turbo", modules=modules, optimizers=optimizers, step=step,
                         sample=sample, finish=finish, config=config, trainer=trainer)
