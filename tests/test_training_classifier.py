@@ -15,7 +15,7 @@ from PIL import Image
 from training.__main__ import main as training_main
 from training.classifier import (ClassifierConfig, ConvClassifier, FeatureExtractor, classify, load_classifier,
                                  load_feature_extractor, perceptual_distance)
-from training.evaluate import closer_to_the_reference_checks, concept_check, reference_figures
+from training.evaluate import closer_to_the_reference_checks, concept_check, grid_lines, reference_figures
 from training.runner import TrainingInputError
 
 SIZE = 16
@@ -346,6 +346,11 @@ def test_evaluate_update_measures_some_sections_again_and_keeps_the_others(evalu
     assert "--paired-limit 2" in update["command"]
     assert "re-measured on" in updated.with_suffix(".md").read_text()
 
+    without_grids = [arg for arg in common if arg not in ("--grids", str(paths["root"] / "update-grids"))]
+    training_main(["evaluate", *without_grids, "--only", "sketch_to_image", "--update", str(earlier), "--out",
+                   str(updated)])  # the earlier sketch grid shows the old figures: no longer listed
+    assert [Path(path).name for path in json.loads(updated.read_text())["grids"]] == ["autoencoder.jpg"]
+
     elsewhere = paths["root"] / "elsewhere.json"  # results measured on other data are not mixed with these
     elsewhere.write_text(json.dumps({**before, "data": {**before["data"], "resolution": 64}}))
     with pytest.raises(TrainingInputError, match="measure every section again"):
@@ -356,6 +361,12 @@ def test_evaluate_update_measures_some_sections_again_and_keeps_the_others(evalu
     with pytest.raises(TrainingInputError, match="do not say which section"):
         training_main(["evaluate", *common, "--only", "sketch_to_image", "--update", str(unmarked), "--out",
                        str(updated)])
+
+
+def test_grid_lines_name_one_folder_or_every_path() -> None:
+    assert grid_lines([]) == []
+    assert grid_lines(["a/x.jpg", "a/y.jpg"]) == ["- sample grids: `x.jpg`, `y.jpg` in `a`"]
+    assert grid_lines(["a/x.jpg", "b/y.jpg"]) == ["- sample grids: `a/x.jpg`, `b/y.jpg`"]
 
 
 def test_evaluate_serves_a_run_folder_at_its_own_side(tmp_path: Path) -> None:

@@ -76,6 +76,7 @@ CLASSIFIER_SECTIONS = ("text_to_image", "translation", "edit")
 SECTIONS = ("autoencoder", "prompt_following", "text_to_image", "sketch_to_image", "edge_to_image", "translation",
             "edit")
 DIVERSITY_PROMPTS = 6
+GRID_NAMES = {"prompt_following": "colour_prompts"}  # a section's grid, where not named after it
 CLASSIFIER_NOTE = "measured with the project's own classifier (training.classifier), not Inception/CLIP/LPIPS"
 
 
@@ -268,7 +269,8 @@ def add_colour_rows(gallery: Gallery, label: str, drawn: Sequence[tuple[str, np.
     """One row a shape (colour_prompts() lists every colour of a shape together)."""
     for start in range(0, len(drawn), len(COLOUR_WORDS)):
         chunk = drawn[start:start + len(COLOUR_WORDS)]
-        gallery.add("colour_prompts", label, [image for _, image in chunk], captions=[prompt for prompt, _ in chunk])
+        gallery.add(GRID_NAMES["prompt_following"], label, [image for _, image in chunk],
+                    captions=[prompt for prompt, _ in chunk])
 
 
 def teacher_colour_following(args: argparse.Namespace, size: int, device: torch.device,
@@ -604,8 +606,7 @@ def markdown(results: dict[str, Any]) -> str:
               if classifier else "- classifier: none (no section that needs it was measured)"),
              f"- held-out data: {results['data']['emoji']} and {results['data']['scenes']} (test splits, "
              f"{results['data']['resolution']} px)",
-             *([f"- sample grids: {', '.join(f'`{Path(path).name}`' for path in results['grids'])} in "
-                f"`{Path(results['grids'][0]).parent}`"] if results.get("grids") else []),
+             *grid_lines(results.get("grids", [])),
              *(f"- re-measured on {update['date']}: {', '.join(update['sections'])}, by `{update['command']}` "
                f"({update['device']}; classifier: "
                f"{update['classifier']['sha256'][:16] + '...' if update['classifier'] else 'none'})"
@@ -622,6 +623,16 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["", f"Text to image ran at {text['size']} px, the nearest size the Studio accepts; the model's "
                       f"native size is {text['native_size']} px."]
     return "\n".join(lines) + "\n"
+
+
+def grid_lines(grids: list[str]) -> list[str]:
+    """The sample grids as a line of the table's header: names and their folder, or paths when in several."""
+    if not grids:
+        return []
+    folders = {str(Path(path).parent) for path in grids}
+    if len(folders) > 1:
+        return [f"- sample grids: {', '.join(f'`{path}`' for path in grids)}"]
+    return [f"- sample grids: {', '.join(f'`{Path(path).name}`' for path in grids)} in `{folders.pop()}`"]
 
 
 def missing_tasks(results: dict[str, Any]) -> dict[str, str]:
@@ -699,8 +710,11 @@ def with_sections_replaced(earlier: dict[str, Any], update: dict[str, Any]) -> d
                 for name in SECTIONS if name in remeasured or name in earlier}
     checks = [check for name in SECTIONS
               for check in (update if name in remeasured else earlier)["checks"] if check["section"] == name]
+    stale = {f"{GRID_NAMES.get(name, name)}.jpg" for name in remeasured}  # grids of the old figures
     new_grids = {Path(path).name: path for path in update["grids"]}
-    grids = [new_grids.pop(Path(path).name, path) for path in earlier.get("grids", [])] + list(new_grids.values())
+    grids = [new_grids.pop(Path(path).name, path) for path in earlier.get("grids", [])]
+    grids = [path for path in grids if path in update["grids"] or Path(path).name not in stale]
+    grids += list(new_grids.values())
     entry = {"sections": remeasured, **{key: update[key] for key in ("command", "date", "device", "model_dir")},
              "classifier": update["classifier"]}
     header = {key: value for key, value in earlier.items()
