@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
+from peft import set_peft_model_state_dict
 from torch import nn
 
 from models.running.adapters import AdapterSwitch
@@ -221,30 +221,27 @@ class Pix2PixTurbo(nn.Module):
         if any(group is not None and group.alpha != PEFT_DEFAULT_ALPHA for group in groups):
             raise CheckpointError(f"LoRA alpha other than {PEFT_DEFAULT_ALPHA}: the adapters would scale differently")
         skip_lora = weights.skip_lora.state if weights.skip_lora is not None else {}
-        states = {
-            "unet": {**with_adapter(weights.unet_lora["main"].state, UNET_ADAPTER),
-                     **{f"conv_in.finetuned.{key}": value for key, value in weights.conv_in.items()}},
-            "vae": with_adapter(weights.vae_lora.state, VAE_ADAPTER),
-            "skips": {**with_adapter(skip_lora, VAE_ADAPTER),
-                      **{key.replace(".weight", ".base_layer.weight"): value
-                         for key, value in weights.skip_weights.items()}},
-        }
+        loras = {"unet": (weights.unet_lora["main"].state, UNET_ADAPTER),
+                 "vae": (weights.vae_lora.state, VAE_ADAPTER), "skips": (skip_lora, VAE_ADAPTER)}
+        plain = {"unet": {f"conv_in.finetuned.{key}": value for key, value in weights.conv_in.items()}, "vae": {},
+                 "skips": {key.replace(".weight", ".base_layer.weight"): value
+                           for key, value in weights.skip_weights.items()}}
         for name, module in self.trained_modules().items():
-            trained = {key for key, parameter in module.named_parameters() if parameter.requires_grad}
-            missing, unexpected = sorted(trained - set(states[name])), sorted(set(states[name]) - trained)
-            if missing or unexpected:
-                raise CheckpointError(f"the {name} weights do not fit this model (missing: {missing[:3]}, "
-                                      f"unexpected: {unexpected[:3]}; ranks {self.rank_unet}/{self.rank_vae})")
+            state, adapter = loras[name]
+            expected_plain = {key for key, parameter in module.named_parameters()
+                              if parameter.requires_grad and ".lora_" not in key}
             try:
-                module.load_state_dict(states[name], strict=False)
+                result = set_peft_model_state_dict(module, state, adapter_name=adapter)
+                module.load_state_dict(plain[name], strict=False)
             except RuntimeError as error:  # the same names at other shapes: other LoRA ranks
                 raise CheckpointError(f"the {name} weights do not fit this model (ranks {self.rank_unet}/"
                                       f"{self.rank_vae}): {error}") from error
-
-
-def with_adapter(state: dict[str, torch.Tensor], adapter: str) -> dict[str, torch.Tensor]:
-    """peft weights saved without the adapter's name (lora_A.weight) keyed as the live model has them."""
-    return {re.sub(r"\.(lora_[AB])\.", rf".\1.{adapter}.", key): value for key, value in state.items()}
+            missing = sorted({key for key in result.missing_keys if f".{adapter}." in key and ".lora_" in key}
+                             | (expected_plain - set(plain[name])))
+            unexpected = sorted(set(result.unexpected_keys) | (set(plain[name]) - expected_plain))
+            if missing or unexpected:
+                raise CheckpointError(f"the {name} weights do not fit this model (missing: {missing[:3]}, "
+                                      f"unexpected: {unexpected[:3]}; ranks {self.rank_unet}/{self.rank_vae})")
 
 
 def init_weights_file(path: Path, task: TaskName) -> Path:
